@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs the Debian packages headsurgeon builds against (skips apt when all are present).
+set -euo pipefail
+PKGS=(build-essential cmake ninja-build pkg-config libopenblas-dev nlohmann-json3-dev libpcre2-dev
+      libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,138 @@
+#include "cli/common.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "util/error.h"
+
+namespace hs::cli {
+
+namespace {
+
+// Offset of the first invalid UTF-8 sequence, or npos.
+size_t first_invalid_utf8(const std::string& s) {
+  size_t i = 0;
+  const size_t n = s.size();
+  while (i < n) {
+    const unsigned char c = s[i];
+    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (len == 0 || i + len > n) return i;
+    uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+    for (int k = 1; k < len; ++k) {
+      const unsigned char cc = s[i + k];
+      if ((cc >> 6) != 2) return i;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    // Overlong forms, surrogates and values past U+10FFFF are invalid too.
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+      return i;
+    i += len;
+  }
+  return std::string::npos;
+}
+
+}  // namespace
+
+std::string read_file(const std::string& path, bool utf8) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw Error(path, "is a directory, expected a file");
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path, "cannot open file");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string s = ss.str();
+  if (utf8) {
+    const size_t bad = first_invalid_utf8(s);
+    if (bad != std::string::npos) throw Error(path, "invalid UTF-8 at byte " + std::to_string(bad));
+  }
+  return s;
+}
+
+void write_output(const std::string& path, const std::string& content) {
+  if (path == "-") {
+    std::cout << content;
+    std::cout.flush();
+    return;
+  }
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) throw Error(path, "cannot write file");
+  const bool ok = std::fwrite(content.data(), 1, content.size(), f) == content.size() &&
+                  std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
+  if (std::fclose(f) != 0 || !ok) {
+    std::remove(tmp.c_str());
+    throw Error(path, "write failed");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw Error(path, "cannot replace file");
+  }
+}
+
+void check_output_path(const std::string& path) {
+  if (path.empty() || path == "-") return;
+  const auto parent = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty() && !std::filesystem::is_directory(parent, ec))
+    throw Error(path, "cannot write: directory " + parent.string() + " does not exist");
+  if (std::filesystem::is_directory(path, ec)) throw Error(path, "is a directory");
+}
+
+void write_json(const std::string& path, const nlohmann::json& j) {
+  write_output(path, j.dump(1) + "\n");
+}
+
+void set_threads(int n) {
+  if (n <= 0) return;
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+Progress::Progress(std::string what, bool enabled)
+    : what_(std::move(what)),
+      enabled_(enabled),
+      tty_(::isatty(STDERR_FILENO)),
+      start_(std::chrono::steady_clock::now()),
+      last_(start_) {}
+
+void Progress::update(int64_t done, int64_t total, const std::string& extra) {
+  if (!enabled_) return;
+  const auto now = std::chrono::steady_clock::now();
+  // Plain logs get a line every 5 s; a terminal is refreshed at most 10 times a second.
+  const double gap = std::chrono::duration<double>(now - last_).count();
+  const double el = seconds_since(start_);
+  if (done < total && gap < (tty_ ? 0.1 : 5.0)) return;
+  if (!tty_ && !printed_ && el < 5.0) return;  // short jobs leave logs clean
+  last_ = now;
+  const double eta = done > 0 ? el * double(total - done) / double(done) : 0;
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s %lld/%lld (%.0f%%) elapsed %.1fs ETA %.1fs", what_.c_str(),
+                (long long)done, (long long)total,
+                total ? 100.0 * double(done) / double(total) : 100.0, el, eta);
+  std::string line = buf;
+  if (!extra.empty()) line += " " + extra;
+  if (tty_)
+    std::cerr << "\r\033[K" << line << std::flush;
+  else
+    std::cerr << line << "\n";
+  printed_ = true;
+}
+
+void Progress::finish() {
+  if (enabled_ && tty_ && printed_) std::cerr << "\n";
+  printed_ = false;
+}
+
+}  // namespace hs::cli

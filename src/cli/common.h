@@ -1,0 +1,52 @@
+// Shared plumbing of the subcommands: reading user files with one-line errors, atomic output
+// files, progress lines, thread settings.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace hs::cli {
+
+// Exit codes scripts can rely on (documented in the README).
+constexpr int kExitOk = 0;
+constexpr int kExitError = 1;  // bad input, missing file, numerical failure
+constexpr int kExitUsage = 2;  // command-line syntax
+
+// Whole file as bytes; errors name the path. With utf8 = true, invalid UTF-8 is an error
+// ("PATH: invalid UTF-8 at byte N").
+std::string read_file(const std::string& path, bool utf8);
+// PATH written atomically (temp + fsync + rename); "-" writes to stdout.
+void write_output(const std::string& path, const std::string& content);
+// Fails early (before hours of work) when PATH cannot be an output file.
+void check_output_path(const std::string& path);
+void write_json(const std::string& path, const nlohmann::json& j);
+
+// Threads for OpenMP and OpenBLAS (0 = all cores).
+void set_threads(int n);
+
+// Progress on stderr: rewritten in place on a terminal, a line every few seconds otherwise.
+class Progress {
+ public:
+  Progress(std::string what, bool enabled);
+  // done/total units; `extra` is appended (e.g. "1234 tok/s").
+  void update(int64_t done, int64_t total, const std::string& extra = "");
+  void finish();
+
+ private:
+  std::string what_;
+  bool enabled_, tty_;
+  std::chrono::steady_clock::time_point start_, last_;
+  bool printed_ = false;
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t0);
+
+// Subcommands register themselves here.
+void add_diagnose(CLI::App& app);
+void add_tokenize(CLI::App& app);
+void add_ppl(CLI::App& app);
+
+}  // namespace hs::cli

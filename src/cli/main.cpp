@@ -1,0 +1,40 @@
+// headsurgeon: find and repair collapsed attention heads in ALiBi (BLOOM) transformers.
+#include <iostream>
+
+#include "cli/common.h"
+#include "util/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "headsurgeon — find and repair collapsed attention heads in ALiBi (BLOOM) transformers.\n"
+      "MODEL is a Hugging Face checkpoint directory or a hub id (org/name) in the local cache."};
+  app.name("headsurgeon");
+  app.set_version_flag("--version", "headsurgeon 0.1.0");
+  app.require_subcommand(1);
+  app.fallthrough();
+  int threads = 0;
+  app.add_option("--threads", threads, "CPU threads (default: all cores)")
+      ->check(CLI::NonNegativeNumber);
+  app.parse_complete_callback([&] { hs::cli::set_threads(threads); });
+
+  hs::cli::add_diagnose(app);
+  hs::cli::add_tokenize(app);
+  hs::cli::add_ppl(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);  // prints help / the usage error
+    return rc == 0 ? hs::cli::kExitOk : hs::cli::kExitUsage;
+  } catch (const hs::Error& e) {
+    std::cerr << "headsurgeon: error: " << e.what() << "\n";
+    return hs::cli::kExitError;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "headsurgeon: error: out of memory\n";
+    return hs::cli::kExitError;
+  } catch (const std::exception& e) {
+    std::cerr << "headsurgeon: error: " << e.what() << "\n";
+    return hs::cli::kExitError;
+  }
+  return hs::cli::kExitOk;
+}

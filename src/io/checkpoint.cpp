@@ -1,0 +1,225 @@
+#include "io/checkpoint.h"
+
+#include <cctype>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+#include "util/error.h"
+
+namespace hs {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+json read_json(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  if (!f) throw Error(p.string(), "cannot open file");
+  try {
+    return json::parse(f);
+  } catch (const json::parse_error& e) {
+    throw Error(p.string(), "not valid JSON (at byte " + std::to_string(e.byte) + ")");
+  }
+}
+
+fs::path hub_cache_root() {
+  if (const char* c = std::getenv("HF_HUB_CACHE"); c && *c) return c;
+  if (const char* h = std::getenv("HF_HOME"); h && *h) return fs::path(h) / "hub";
+  const char* home = std::getenv("HOME");
+  return fs::path(home && *home ? home : ".") / ".cache" / "huggingface" / "hub";
+}
+
+// The commit a refs/ file points to; nullopt when absent or not a plain name.
+std::optional<std::string> read_ref(const fs::path& p) {
+  std::ifstream f(p);
+  std::string s;
+  if (!f || !std::getline(f, s)) return std::nullopt;
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+  if (s.empty() || s.find('/') != std::string::npos || s == "." || s == "..") return std::nullopt;
+  return s;
+}
+
+// The snapshot directory with the newest modification time (ties: the greatest name, so the
+// choice does not depend on directory order).
+std::optional<fs::path> newest_snapshot(const fs::path& snaps) {
+  std::optional<fs::path> best;
+  fs::file_time_type best_time{};
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(snaps, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    std::error_code e2;
+    if (!it->is_directory(e2)) continue;
+    const auto t = it->last_write_time(e2);
+    if (e2) continue;
+    if (!best || t > best_time || (t == best_time && it->path().filename() > best->filename()))
+      best = it->path(), best_time = t;
+  }
+  return best;
+}
+
+// org/name[@rev] under `root`, or nullopt when SPEC is not such an id or the repo is not cached.
+std::optional<std::string> find_in_hub_cache(const std::string& spec, const fs::path& root) {
+  std::string id = spec, rev;
+  const auto at = id.find('@');
+  if (at != std::string::npos) rev = id.substr(at + 1), id.resize(at);
+  const auto slash = id.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == id.size() ||
+      id.find('/', slash + 1) != std::string::npos)
+    return std::nullopt;
+  const fs::path repo =
+      root / ("models--" + id.substr(0, slash) + "--" + id.substr(slash + 1));
+  const fs::path snaps = repo / "snapshots";
+  std::error_code ec;
+  if (!fs::is_directory(snaps, ec)) return std::nullopt;
+
+  std::optional<fs::path> dir;
+  if (at != std::string::npos) {
+    if (rev.empty() || rev.find("..") != std::string::npos || rev.front() == '/')
+      throw Error(spec, "invalid revision '" + printable(rev) + "'");
+    // A branch or tag resolves through refs/; a commit hash names the snapshot itself.
+    const std::string commit = read_ref(repo / "refs" / rev).value_or(rev);
+    if (!fs::is_directory(snaps / commit, ec))
+      throw Error(spec, "revision '" + printable(rev) + "' is not in the Hugging Face cache (looked in " +
+                            snaps.string() + ")");
+    dir = snaps / commit;
+  } else if (const auto main = read_ref(repo / "refs" / "main");
+             main && fs::is_directory(snaps / *main, ec)) {
+    dir = snaps / *main;
+  } else {
+    dir = newest_snapshot(snaps);
+    if (!dir) return std::nullopt;
+  }
+  if (!fs::is_regular_file(*dir / "config.json", ec))
+    throw Error(dir->string(), "no config.json in this cached snapshot (incomplete download?)");
+  return dir->string();
+}
+
+}  // namespace
+
+std::string resolve_model_dir(const std::string& spec) {
+  std::error_code ec;
+  if (fs::is_directory(spec, ec)) {
+    if (!fs::is_regular_file(fs::path(spec) / "config.json", ec))
+      throw Error(spec, "no config.json in this directory (not a Hugging Face model directory)");
+    return spec;
+  }
+  const fs::path root = hub_cache_root();
+  if (auto dir = find_in_hub_cache(spec, root)) return *dir;
+  throw Error(spec, "not a model directory and not found in the Hugging Face cache (looked in " +
+                        root.string() + ")");
+}
+
+Checkpoint::Checkpoint(const std::string& spec) : dir_(resolve_model_dir(spec)) {
+  const fs::path dir(dir_);
+  const std::string cfg_path = (dir / "config.json").string();
+  config_json_ = read_json(cfg_path);
+  config_ = BloomConfig::from_json(config_json_, cfg_path);
+
+  // Weight files: one model.safetensors, or the shards the index lists.
+  std::error_code ec;
+  const fs::path single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
+  std::string where;  // the file named when a tensor is missing
+  if (fs::exists(single, ec)) {
+    where = single.string();
+    files_.push_back(std::make_unique<SafetensorsFile>(where));
+  } else if (fs::exists(index, ec)) {
+    where = index.string();
+    const json idx = read_json(index);
+    const auto wm = idx.find("weight_map");  // end() for a non-object too
+    if (wm == idx.end() || !wm->is_object()) throw Error(where, "missing weight_map object");
+    std::map<std::string, const SafetensorsFile*> shards;
+    for (const auto& [name, f] : wm->items()) {
+      const std::string tensor = "tensor '" + printable(name) + "'";
+      if (!f.is_string()) throw Error(where, "weight_map entry of " + tensor + " is not a string");
+      const std::string shard = f.get<std::string>();
+      if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..")
+        throw Error(where, "weight_map entry of " + tensor + ": '" + printable(shard) +
+                               "' is not a file name in the model directory");
+      auto [it, fresh] = shards.try_emplace(shard, nullptr);
+      if (fresh) {
+        const fs::path sp = dir / shard;
+        if (!fs::is_regular_file(sp, ec))
+          throw Error(where, "shard '" + printable(shard) + "' (of " + tensor + ") does not exist");
+        files_.push_back(std::make_unique<SafetensorsFile>(sp.string()));
+        it->second = files_.back().get();
+      }
+      if (!it->second->find(name))
+        throw Error(it->second->path(), tensor + " is listed in " + index.filename().string() +
+                                            " but is not in this shard");
+    }
+    if (files_.empty()) throw Error(where, "weight_map is empty");
+  } else {
+    throw Error(dir_, "no model.safetensors or model.safetensors.index.json in this directory");
+  }
+
+  static const std::string kPrefix = "transformer.";
+  for (const auto& f : files_)
+    for (const auto& [name, view] : f->tensors()) {
+      const std::string canon = name.starts_with(kPrefix) ? name.substr(kPrefix.size()) : name;
+      if (canon == "lm_head.weight") continue;  // tied to word_embeddings
+      if (!index_.emplace(canon, std::pair{f.get(), &view}).second)
+        throw Error(f->path(), "tensor '" + printable(canon) +
+                                   "' appears twice in the checkpoint (with and without the '" +
+                                   kPrefix + "' prefix, or in two files)");
+    }
+
+  // Every tensor BLOOM needs, with the shape the config implies. Checked one by one, so a config
+  // promising far more layers than the file holds fails at the first missing one.
+  auto need = [&](const std::string& name, const std::vector<int64_t>& shape) {
+    const auto it = index_.find(name);
+    if (it == index_.end()) throw Error(where, "missing tensor '" + name + "'");
+    const TensorView& t = *it->second.second;
+    if (t.shape != shape)
+      throw Error(t.file, "tensor '" + name + "' has shape " + shape_str(t.shape) + ", expected " +
+                              shape_str(shape));
+    if (!is_float(t.dtype))
+      throw Error(t.file, "tensor '" + name + "' has dtype " + dtype_name(t.dtype) +
+                              ", expected a float type (F32, F16, BF16 or F64)");
+  };
+  const int64_t d = config_.hidden;
+  need("word_embeddings.weight", {config_.vocab, d});
+  need("word_embeddings_layernorm.weight", {d});
+  need("word_embeddings_layernorm.bias", {d});
+  for (int64_t l = 0; l < config_.n_layer; ++l) {
+    const std::string p = "h." + std::to_string(l) + ".";
+    need(p + "input_layernorm.weight", {d});
+    need(p + "input_layernorm.bias", {d});
+    need(p + "self_attention.query_key_value.weight", {3 * d, d});
+    need(p + "self_attention.query_key_value.bias", {3 * d});
+    need(p + "self_attention.dense.weight", {d, d});
+    need(p + "self_attention.dense.bias", {d});
+    need(p + "post_attention_layernorm.weight", {d});
+    need(p + "post_attention_layernorm.bias", {d});
+    need(p + "mlp.dense_h_to_4h.weight", {4 * d, d});
+    need(p + "mlp.dense_h_to_4h.bias", {4 * d});
+    need(p + "mlp.dense_4h_to_h.weight", {d, 4 * d});
+    need(p + "mlp.dense_4h_to_h.bias", {d});
+  }
+  need("ln_f.weight", {d});
+  need("ln_f.bias", {d});
+  weight_dtype_ = tensor("word_embeddings.weight").dtype;
+}
+
+bool Checkpoint::has(const std::string& canonical) const { return index_.count(canonical) > 0; }
+
+const TensorView& Checkpoint::tensor(const std::string& canonical) const {
+  const auto it = index_.find(canonical);
+  if (it == index_.end()) throw Error(dir_, "missing tensor '" + canonical + "'");
+  return *it->second.second;
+}
+
+void Checkpoint::release(const TensorView& t) const {
+  for (const auto& f : files_)
+    if (f->path() == t.file) f->release(t);
+}
+
+std::vector<std::string> Checkpoint::tensor_names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, loc] : index_) out.push_back(name);
+  return out;
+}
+
+}  // namespace hs

@@ -1,0 +1,208 @@
+// The headsurgeon binary as a user meets it: outputs, JSON contracts, exit codes, and one clear
+// error line (naming the file and the problem) for each kind of bad input (DESIGN §8).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kTiny8 = std::string(HS_TEST_DATA) + "/golden/models/tiny8";
+
+struct Result {
+  int code;
+  std::string out, err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("hs_cli_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  Result run(const std::string& args) {
+    const std::string out = (dir_ / "stdout").string(), err = (dir_ / "stderr").string();
+    const std::string cmd = std::string(HS_BINARY) + " " + args + " >" + out + " 2>" + err;
+    const int st = std::system(cmd.c_str());
+    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(out), slurp(err)};
+  }
+  // A copy of tiny8 that a test may break.
+  fs::path copy_model() {
+    const fs::path m = dir_ / ("model" + std::to_string(++copies_));
+    fs::copy(kTiny8, m);
+    for (auto& e : fs::directory_iterator(m))
+      fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
+    return m;
+  }
+  fs::path write(const std::string& name, const std::string& content) {
+    const fs::path p = dir_ / name;
+    std::ofstream(p, std::ios::binary) << content;
+    return p;
+  }
+  // Exit 1 and exactly one stderr line containing every needle.
+  void expect_error(const Result& r, std::initializer_list<std::string> needles) {
+    EXPECT_EQ(r.code, 1) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    for (const auto& n : needles)
+      EXPECT_NE(r.err.find(n), std::string::npos) << n << " in: " << r.err;
+  }
+  fs::path dir_;
+  int copies_ = 0;
+};
+
+TEST_F(Cli, HelpForEverySubcommand) {
+  for (const char* sub : {"", "diagnose", "tokenize", "ppl"}) {
+    const Result r = run(std::string(sub) + " --help");
+    EXPECT_EQ(r.code, 0) << sub;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << sub;
+  }
+}
+
+TEST_F(Cli, UsageErrorsExit2) {
+  EXPECT_EQ(run("").code, 2);
+  EXPECT_EQ(run("diagnose").code, 2);  // MODEL missing
+  EXPECT_EQ(run("diagnose " + kTiny8 + " --no-such-option").code, 2);
+  EXPECT_EQ(run("frobnicate").code, 2);
+}
+
+TEST_F(Cli, DiagnoseTableJsonAndSvg) {
+  const fs::path js = dir_ / "d.json", svg = dir_ / "d.svg";
+  const Result r = run("diagnose " + kTiny8 + " --json " + js.string() + " --svg " + svg.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("operational"), std::string::npos) << r.out;
+  const auto j = nlohmann::json::parse(slurp(js));
+  for (const char* k : {"model", "layers", "heads", "prompts", "tokens", "thresholds",
+                        "heads_detail", "summary", "band"})
+    EXPECT_TRUE(j.contains(k)) << k;
+  EXPECT_EQ(j["layers"], 3);
+  EXPECT_EQ(j["heads"], 8);
+  ASSERT_EQ(j["heads_detail"].size(), 24u);
+  EXPECT_EQ(j["tokens"][0], 71);  // the paper's prompt under this tokenizer (golden diag ids)
+  const auto& s = j["summary"];
+  EXPECT_EQ(int(s["healthy"]) + int(s["bos_sink"]) + int(s["dead"]) + int(s["low_entropy"]), 24);
+  const std::string svgs = slurp(svg);
+  EXPECT_EQ(svgs.rfind("<svg", 0), 0u);
+  EXPECT_NE(svgs.find("</svg>"), std::string::npos);
+}
+
+TEST_F(Cli, DiagnoseSeveralPromptsAndBos) {
+  const fs::path pf = write("p.txt", "Another prompt, quite different from the first one.");
+  const Result r = run("diagnose " + kTiny8 + " --bos --prompt 'Hello world' --prompt-file " +
+                       pf.string() + " --json -");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);  // --json - : JSON only on stdout
+  EXPECT_EQ(j["prompts"].size(), 2u);
+  EXPECT_EQ(j["tokens"][0], 6);  // <s> + 5 tokens of "Hello world"
+  EXPECT_TRUE(j["bos"]);
+  EXPECT_GT(double(j["heads_detail"][0]["bos_mass_std"]), 0.0);
+}
+
+TEST_F(Cli, TokenizeMatchesGoldenCase) {
+  const fs::path f = write("t.txt", "Hello world");
+  const Result r = run("tokenize " + kTiny8 + " " + f.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["ids"], nlohmann::json({43, 729, 362, 7595, 2378}));
+}
+
+TEST_F(Cli, PplTextIdsAndHeldout) {
+  const std::string text = "The river carried sediment downstream, depositing layers of stone.";
+  const fs::path tf = write("a.txt", text);
+  const Result tok = run("tokenize " + kTiny8 + " " + tf.string());
+  ASSERT_EQ(tok.code, 0);
+  std::string ids;
+  const auto tj = nlohmann::json::parse(tok.out);
+  for (const auto& v : tj["ids"]) ids += std::to_string(int(v)) + " ";
+  const fs::path idf = write("a.ids", ids + "\n\n" + ids + "\n");
+  const Result a = run("ppl " + kTiny8 + " --text " + tf.string() + " --json -");
+  const Result b = run("ppl " + kTiny8 + " --ids " + idf.string() + " --json -");
+  ASSERT_EQ(a.code, 0) << a.err;
+  ASSERT_EQ(b.code, 0) << b.err;
+  const auto ja = nlohmann::json::parse(a.out), jb = nlohmann::json::parse(b.out);
+  EXPECT_EQ(ja["sequences"], 1);
+  EXPECT_EQ(jb["sequences"], 2);  // the blank line is not a sequence
+  EXPECT_EQ(int(jb["tokens_scored"]), 2 * int(ja["tokens_scored"]));
+  EXPECT_NEAR(double(ja["nll_mean"]), double(jb["nll_mean"]), 1e-6);
+  EXPECT_NEAR(std::exp(double(ja["nll_mean"])), double(ja["ppl"]), 1e-6 * double(ja["ppl"]));
+
+  const Result h = run("ppl " + kTiny8 + " --heldout --json -");
+  ASSERT_EQ(h.code, 0) << h.err;
+  const auto jh = nlohmann::json::parse(h.out);
+  EXPECT_EQ(jh["sequences"], 12);
+  // A random model over 8192 tokens: perplexity near the vocabulary size, far from 1.
+  EXPECT_GT(double(jh["ppl"]), 100.0);
+
+  // Windows: max-length 8 splits the text into several windows, each scored on its own.
+  const Result w = run("ppl " + kTiny8 + " --text " + tf.string() + " --max-length 8 --json -");
+  ASSERT_EQ(w.code, 0) << w.err;
+  EXPECT_GT(int(nlohmann::json::parse(w.out)["windows"]), 1);
+}
+
+TEST_F(Cli, BadModelInputs) {
+  expect_error(run("diagnose " + (dir_ / "nope").string()), {"nope", "not"});
+
+  fs::path m = copy_model();
+  fs::resize_file(m / "model.safetensors", 1000);  // truncated: header promises more data
+  expect_error(run("diagnose " + m.string()), {"model.safetensors"});
+
+  m = copy_model();
+  {
+    std::fstream f(m / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    const uint64_t huge = uint64_t(1) << 40;  // header length larger than the file
+    f.write(reinterpret_cast<const char*>(&huge), 8);
+  }
+  expect_error(run("diagnose " + m.string()), {"model.safetensors"});
+
+  m = copy_model();
+  auto cfg = nlohmann::json::parse(slurp(m / "config.json"));
+  cfg.erase("n_head");
+  std::ofstream(m / "config.json") << cfg.dump();
+  expect_error(run("diagnose " + m.string()), {"config.json", "n_head"});
+
+  cfg["n_head"] = 7;  // does not divide 64
+  std::ofstream(m / "config.json") << cfg.dump();
+  expect_error(run("diagnose " + m.string()), {"config.json", "divisible"});
+
+  m = copy_model();
+  std::ofstream(m / "tokenizer.json") << R"({"model": {"type": "WordPiece", "vocab": {}}})";
+  expect_error(run("diagnose " + m.string()), {"tokenizer.json"});
+}
+
+TEST_F(Cli, BadTextInputs) {
+  const fs::path bad = write("bad.txt", std::string("abc\xff\xfe", 5));
+  expect_error(run("diagnose " + kTiny8 + " --prompt-file " + bad.string()), {"bad.txt", "UTF-8"});
+  expect_error(run("ppl " + kTiny8 + " --text " + bad.string()), {"bad.txt", "UTF-8"});
+  const fs::path empty = write("empty.txt", "");
+  expect_error(run("ppl " + kTiny8 + " --text " + empty.string()), {"empty.txt", "empty"});
+  expect_error(run("ppl " + kTiny8 + " --text " + (dir_ / "missing.txt").string()),
+               {"missing.txt"});
+  const fs::path ids = write("x.ids", "1 2 3\n4 99999 5\n");
+  expect_error(run("ppl " + kTiny8 + " --ids " + ids.string()), {"x.ids:2", "99999"});
+  const fs::path junk = write("y.ids", "1 2 three\n");
+  expect_error(run("ppl " + kTiny8 + " --ids " + junk.string()), {"y.ids:1", "three"});
+  expect_error(run("ppl " + kTiny8), {"nothing to score"});
+}
+
+TEST_F(Cli, UnwritableOutputLeavesNothingBehind) {
+  const Result r = run("diagnose " + kTiny8 + " --json " + (dir_ / "no/such/dir/d.json").string());
+  expect_error(r, {"d.json"});
+}
+
+}  // namespace

@@ -1,0 +1,136 @@
+// Forward pass, attention probabilities, loss and head statistics against the golden data
+// (HF transformers in float64), for every directory in HEADSURGEON_GOLDEN_DIRS.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "diagnose/run.h"
+#include "io/safetensors.h"
+#include "model/forward.h"
+#include "test_util.h"
+
+namespace hs {
+namespace {
+
+std::vector<float> floats(const SafetensorsFile& f, const std::string& name) {
+  const TensorView* t = f.find(name);
+  if (!t) throw std::runtime_error(f.path() + ": no tensor " + name);
+  std::vector<float> out(t->numel());
+  convert_to_f32(t->dtype, t->data, out.size(), out.data());
+  return out;
+}
+
+std::vector<std::vector<int32_t>> id_rows(const SafetensorsFile& f, const std::string& name) {
+  const TensorView* t = f.find(name);
+  if (!t || t->dtype != DType::I64 || t->shape.size() != 2)
+    throw std::runtime_error(f.path() + ": bad tensor " + name);
+  const auto* p = reinterpret_cast<const int64_t*>(t->data);
+  std::vector<std::vector<int32_t>> rows(t->shape[0]);
+  for (int64_t b = 0; b < t->shape[0]; ++b)
+    for (int64_t i = 0; i < t->shape[1]; ++i) rows[b].push_back(int32_t(p[b * t->shape[1] + i]));
+  return rows;
+}
+
+// max |a - b| / max |b|: relative to the tensor's scale, so near-zero entries do not blow it up.
+double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num = std::max(num, std::abs(double(a[i]) - b[i]));
+    den = std::max(den, std::abs(double(b[i])));
+  }
+  return num / den;
+}
+
+class GoldenModel : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GoldenModel, LogitsAttentionLoss) {
+  const std::string dir = GetParam();
+  SafetensorsFile g(dir + "/golden.safetensors");
+  Model model(dir);
+  const auto ids = id_rows(g, "input_ids");
+  ForwardOptions o;
+  o.logits = o.probs = o.nll = true;
+  const auto out = forward(model, ids, o);
+  const int64_t B = int64_t(ids.size()), T = int64_t(ids[0].size()), V = model.config().vocab;
+  const int64_t L = model.config().n_layer, H = model.config().n_head;
+
+  const auto ref_logits = floats(g, "logits");
+  ASSERT_EQ(ref_logits.size(), size_t(B * T * V));
+  std::vector<float> ours;
+  for (const auto& s : out) ours.insert(ours.end(), s.logits.begin(), s.logits.end());
+  EXPECT_LE(rel_err(ours, ref_logits), 1e-4) << dir;
+
+  for (int64_t l = 0; l < L; ++l) {
+    const auto ref = floats(g, "attn." + std::to_string(l));
+    ASSERT_EQ(ref.size(), size_t(B * H * T * T));
+    double worst = 0;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t k = 0; k < H * T * T; ++k)
+        worst = std::max(worst, std::abs(double(out[b].probs[l][k]) - ref[b * H * T * T + k]));
+    EXPECT_LE(worst, 1e-5) << dir << " layer " << l << " (max abs error of probabilities)";
+  }
+
+  // HF's loss: mean over all B x (T-1) predicted tokens.
+  double nll = 0;
+  int64_t n = 0;
+  for (const auto& s : out) nll += s.nll_sum, n += s.predicted;
+  const double ref_loss = floats(g, "loss")[0];
+  EXPECT_LE(std::abs(nll / double(n) - ref_loss) / std::abs(ref_loss), 1e-5) << dir;
+}
+
+TEST_P(GoldenModel, DiagnosisMetrics) {
+  const std::string dir = GetParam();
+  SafetensorsFile g(dir + "/golden.safetensors");
+  SafetensorsFile gx(dir + "/golden_extra.safetensors");
+  nlohmann::json info = nlohmann::json::parse(std::ifstream(dir + "/golden.json"));
+  Model model(dir);
+  Tokenizer tok = Tokenizer::from_file(dir + "/tokenizer.json");
+  const std::string prompt = info["diag_prompt"];
+  // The golden ids come from HF's tokenizer: ours must produce the same ones.
+  const auto ref_ids = id_rows(g, "diag.input_ids")[0];
+  EXPECT_EQ(tok.encode(prompt), ref_ids);
+
+  DiagnoseOptions opts;
+  opts.prompts = {prompt};
+  const Diagnosis d = diagnose(model, tok, opts, dir);
+  const auto bos = floats(g, "diag.bos_mass"), ent = floats(g, "diag.entropy");
+  const auto loc = floats(gx, "diag.local_mass");
+  ASSERT_EQ(bos.size(), d.metrics.size());
+  for (size_t k = 0; k < d.metrics.size(); ++k) {
+    EXPECT_NEAR(d.metrics[k].bos_mass, bos[k], 1e-5) << dir << " head " << k;
+    EXPECT_NEAR(d.metrics[k].entropy, ent[k], 1e-5) << dir << " head " << k;
+    EXPECT_NEAR(d.metrics[k].local_mass, loc[k], 1e-5) << dir << " head " << k;
+  }
+}
+
+// Streaming (convert each layer when used) must compute exactly what the resident model does.
+TEST_P(GoldenModel, StreamingEqualsResident) {
+  const std::string dir = GetParam();
+  SafetensorsFile g(dir + "/golden.safetensors");
+  const auto ids = id_rows(g, "input_ids");
+  Model resident(dir, ModelOptions{int64_t(1) << 40});
+  Model streamed(dir, ModelOptions{0});
+  ASSERT_TRUE(resident.resident());
+  ASSERT_FALSE(streamed.resident());
+  ForwardOptions o;
+  o.head_stats = o.nll = true;
+  const auto a = forward(resident, ids, o), b = forward(streamed, ids, o);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].bos_mass, b[i].bos_mass);
+    EXPECT_EQ(a[i].nll_sum, b[i].nll_sum);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dirs, GoldenModel, ::testing::ValuesIn(test::golden_model_dirs()),
+                         [](const auto& p) {
+                           std::string s = std::filesystem::path(p.param).filename().string();
+                           for (char& ch : s)
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return s + "_" + std::to_string(p.index);
+                         });
+
+}  // namespace
+}  // namespace hs

@@ -1,0 +1,263 @@
+// The optimized CPU forward pass against a plain float64 reference written from DESIGN §2, on
+// random models whose shapes the golden data does not cover (non-power-of-two head counts, the
+// post-LayerNorm residual variant, half-precision weights).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "io/safetensors.h"
+#include "model/alibi.h"
+#include "model/forward.h"
+#include "ops/cpu/ops.h"
+
+namespace hs {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(Alibi, SlopesPowerOfTwoAndOthers) {
+  const auto s16 = alibi_slopes(16);
+  for (int i = 0; i < 16; ++i) EXPECT_FLOAT_EQ(s16[i], float(std::pow(2.0, -0.5 * (i + 1))));
+  // 12 heads: c = 8, base 0.5 for the first 8; the 4 extra are (2^-0.5)^(1,3,5,7).
+  const auto s12 = alibi_slopes(12);
+  const double expect12[12] = {0.5,          0.25,         0.125,        0.0625,
+                               0.03125,      0.015625,     0.0078125,    0.00390625,
+                               0.7071067812, 0.3535533906, 0.1767766953, 0.0883883476};
+  for (int i = 0; i < 12; ++i) EXPECT_NEAR(s12[i], expect12[i], 1e-7) << i;
+  // bloom-176b's 112 heads: 64 + 48 extra.
+  const auto s112 = alibi_slopes(112);
+  EXPECT_FLOAT_EQ(s112[0], float(std::pow(2.0, -8.0 / 64)));
+  EXPECT_FLOAT_EQ(s112[64], float(std::pow(2.0, -4.0 / 64)));
+  EXPECT_FLOAT_EQ(s112[111], float(std::pow(std::pow(2.0, -4.0 / 64), 95)));
+  EXPECT_EQ(alibi_slopes(1).size(), 1u);
+  EXPECT_FLOAT_EQ(alibi_slopes(1)[0], 1.0f / 256);
+}
+
+TEST(LogSumExp, ChunkedEqualsDirect) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0, 5);
+  const int64_t T = 3, V = 1000;
+  std::vector<float> x(T * V);
+  for (auto& v : x) v = nd(rng);
+  std::vector<float> m(T, -INFINITY);
+  std::vector<double> s(T, 0);
+  std::vector<float> chunk;
+  for (int64_t c0 = 0; c0 < V; c0 += 300) {
+    const int64_t n = std::min<int64_t>(300, V - c0);
+    chunk.resize(T * n);
+    for (int64_t t = 0; t < T; ++t) std::copy_n(x.data() + t * V + c0, n, chunk.data() + t * n);
+    cpu::logsumexp_update(chunk.data(), T, n, m.data(), s.data());
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    double mx = -INFINITY, acc = 0;
+    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(x[t * V + v]));
+    for (int64_t v = 0; v < V; ++v) acc += std::exp(x[t * V + v] - mx);
+    EXPECT_NEAR(m[t] + std::log(s[t]), mx + std::log(acc), 1e-6);
+  }
+}
+
+// ---- a plain float64 BLOOM, written as directly from the specification as possible ----------
+
+struct RefModel {
+  int64_t d, H, L, V;
+  bool post_ln;
+  std::map<std::string, std::vector<double>> w;  // canonical names
+};
+
+using Mat = std::vector<double>;
+
+Mat ref_ln(const Mat& x, int64_t T, int64_t d, const Mat& g, const Mat& b) {
+  Mat y(x.size());
+  for (int64_t t = 0; t < T; ++t) {
+    double mu = 0, var = 0;
+    for (int64_t i = 0; i < d; ++i) mu += x[t * d + i] / d;
+    for (int64_t i = 0; i < d; ++i) var += (x[t * d + i] - mu) * (x[t * d + i] - mu) / d;
+    for (int64_t i = 0; i < d; ++i)
+      y[t * d + i] = (x[t * d + i] - mu) / std::sqrt(var + 1e-5) * g[i] + b[i];
+  }
+  return y;
+}
+
+Mat ref_linear(const Mat& x, int64_t T, int64_t in, const Mat& W, const Mat& b, int64_t out) {
+  Mat y(T * out);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t o = 0; o < out; ++o) {
+      double s = b.empty() ? 0 : b[o];
+      for (int64_t i = 0; i < in; ++i) s += x[t * in + i] * W[o * in + i];
+      y[t * out + o] = s;
+    }
+  return y;
+}
+
+struct RefOut {
+  Mat logits;
+  std::vector<double> bos, ent, loc;  // [L*H]
+};
+
+RefOut ref_forward(const RefModel& m, const std::vector<int32_t>& ids) {
+  const int64_t T = int64_t(ids.size()), d = m.d, H = m.H, hd = d / H;
+  auto W = [&](const std::string& n) -> const Mat& { return m.w.at(n); };
+  Mat x(T * d);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < d; ++i) x[t * d + i] = W("word_embeddings.weight")[ids[t] * d + i];
+  x = ref_ln(x, T, d, W("word_embeddings_layernorm.weight"), W("word_embeddings_layernorm.bias"));
+  const auto slopes = alibi_slopes(H);
+  RefOut r;
+  for (int64_t l = 0; l < m.L; ++l) {
+    const std::string p = "h." + std::to_string(l) + ".";
+    Mat a = ref_ln(x, T, d, W(p + "input_layernorm.weight"), W(p + "input_layernorm.bias"));
+    Mat qkv = ref_linear(a, T, d, W(p + "self_attention.query_key_value.weight"),
+                         W(p + "self_attention.query_key_value.bias"), 3 * d);
+    Mat ctx(T * d, 0);
+    for (int64_t h = 0; h < H; ++h) {
+      double bos = 0, ent = 0, loc = 0;
+      for (int64_t t = 0; t < T; ++t) {
+        std::vector<double> s(t + 1);
+        double mx = -1e300, z = 0;
+        for (int64_t j = 0; j <= t; ++j) {
+          double dot = 0;
+          for (int64_t i = 0; i < hd; ++i)
+            dot += qkv[t * 3 * d + h * 3 * hd + i] * qkv[j * 3 * d + h * 3 * hd + hd + i];
+          s[j] = dot / std::sqrt(double(hd)) + double(slopes[h]) * j;
+          mx = std::max(mx, s[j]);
+        }
+        for (auto& v : s) z += (v = std::exp(v - mx));
+        for (int64_t j = 0; j <= t; ++j) {
+          s[j] /= z;
+          for (int64_t i = 0; i < hd; ++i)
+            ctx[t * d + h * hd + i] += s[j] * qkv[j * 3 * d + h * 3 * hd + 2 * hd + i];
+          ent -= s[j] * std::log(std::max(s[j], 1e-10));
+          if (j >= t - 2) loc += s[j];
+        }
+        bos += s[0];
+      }
+      r.bos.push_back(bos / T);
+      r.ent.push_back(ent / T);
+      r.loc.push_back(loc / T);
+    }
+    Mat o = ref_linear(ctx, T, d, W(p + "self_attention.dense.weight"),
+                       W(p + "self_attention.dense.bias"), d);
+    const Mat& res1 = m.post_ln ? a : x;
+    for (int64_t i = 0; i < T * d; ++i) o[i] += res1[i];
+    x = o;
+    Mat b = ref_ln(x, T, d, W(p + "post_attention_layernorm.weight"),
+                   W(p + "post_attention_layernorm.bias"));
+    Mat h1 = ref_linear(b, T, d, W(p + "mlp.dense_h_to_4h.weight"), W(p + "mlp.dense_h_to_4h.bias"),
+                        4 * d);
+    for (auto& v : h1)
+      v = 0.5 * v * (1 + std::tanh(0.7978845608028654 * v * (1 + 0.044715 * v * v)));
+    Mat o2 = ref_linear(h1, T, 4 * d, W(p + "mlp.dense_4h_to_h.weight"),
+                        W(p + "mlp.dense_4h_to_h.bias"), d);
+    const Mat& res2 = m.post_ln ? b : x;
+    for (int64_t i = 0; i < T * d; ++i) o2[i] += res2[i];
+    x = o2;
+  }
+  x = ref_ln(x, T, d, W("ln_f.weight"), W("ln_f.bias"));
+  r.logits = ref_linear(x, T, d, W("word_embeddings.weight"), {}, m.V);
+  return r;
+}
+
+// Writes a random checkpoint (prefix-less names, given dtype) and returns the fp64 values as
+// stored (i.e. after rounding to the dtype), so the reference sees exactly what we load.
+RefModel write_random(const fs::path& dir, int64_t d, int64_t H, int64_t L, int64_t V, bool post_ln,
+                      DType dt, uint32_t seed) {
+  fs::create_directories(dir);
+  RefModel m{d, H, L, V, post_ln, {}};
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<std::tuple<std::string, std::vector<int64_t>, float, float>> specs = {
+      {"word_embeddings.weight", {V, d}, 0.5f, 0},
+      {"word_embeddings_layernorm.weight", {d}, 0.2f, 1},
+      {"word_embeddings_layernorm.bias", {d}, 0.2f, 0},
+      {"ln_f.weight", {d}, 0.2f, 1},
+      {"ln_f.bias", {d}, 0.2f, 0}};
+  for (int64_t l = 0; l < L; ++l) {
+    const std::string p = "h." + std::to_string(l) + ".";
+    for (const char* n : {"input_layernorm", "post_attention_layernorm"}) {
+      specs.push_back({p + n + ".weight", {d}, 0.2f, 1});
+      specs.push_back({p + n + ".bias", {d}, 0.2f, 0});
+    }
+    specs.push_back({p + "self_attention.query_key_value.weight", {3 * d, d}, 0.3f, 0});
+    specs.push_back({p + "self_attention.query_key_value.bias", {3 * d}, 0.1f, 0});
+    specs.push_back({p + "self_attention.dense.weight", {d, d}, 0.1f, 0});
+    specs.push_back({p + "self_attention.dense.bias", {d}, 0.1f, 0});
+    specs.push_back({p + "mlp.dense_h_to_4h.weight", {4 * d, d}, 0.1f, 0});
+    specs.push_back({p + "mlp.dense_h_to_4h.bias", {4 * d}, 0.1f, 0});
+    specs.push_back({p + "mlp.dense_4h_to_h.weight", {d, 4 * d}, 0.05f, 0});
+    specs.push_back({p + "mlp.dense_4h_to_h.bias", {d}, 0.1f, 0});
+  }
+  std::vector<std::vector<std::byte>> bufs;
+  std::vector<TensorToWrite> tw;
+  for (auto& [name, shape, scale, offset] : specs) {
+    int64_t n = 1;
+    for (auto s : shape) n *= s;
+    std::vector<float> v(n);
+    for (auto& x : v) x = offset + scale * nd(rng);
+    std::vector<std::byte> raw(n * dtype_size(dt));
+    convert_from_f32(v.data(), n, dt, raw.data());
+    std::vector<float> back(n);
+    convert_to_f32(dt, raw.data(), n, back.data());
+    m.w[name] = Mat(back.begin(), back.end());
+    bufs.push_back(std::move(raw));
+    tw.push_back({name, dt, shape, bufs.back().data(), bufs.back().size()});
+  }
+  write_safetensors((dir / "model.safetensors").string(), tw);
+  BloomConfig c;
+  c.hidden = d, c.n_head = H, c.n_layer = L, c.vocab = V, c.post_ln = post_ln;
+  std::ofstream(dir / "config.json") << c.to_json().dump(2);
+  return m;
+}
+
+struct Case {
+  int64_t d, H, L, V;
+  bool post_ln;
+  DType dt;
+  int64_t T;
+};
+
+class ReferenceForward : public ::testing::TestWithParam<Case> {};
+
+TEST_P(ReferenceForward, MatchesFloat64Reference) {
+  const Case c = GetParam();
+  const fs::path dir = fs::temp_directory_path() /
+                       ("hs_ref_" + std::to_string(::getpid()) + "_" + std::to_string(c.H) + "_" +
+                        std::to_string(c.post_ln) + "_" + dtype_name(c.dt));
+  const RefModel ref = write_random(dir, c.d, c.H, c.L, c.V, c.post_ln, c.dt, 1234);
+  std::mt19937 rng(99);
+  std::vector<int32_t> ids(c.T);
+  for (auto& v : ids) v = int32_t(rng() % c.V);
+  const RefOut want = ref_forward(ref, ids);
+
+  for (int64_t cache : {int64_t(1) << 40, int64_t(0)}) {  // resident and streamed
+    Model model(dir.string(), ModelOptions{cache});
+    ForwardOptions o;
+    o.logits = o.head_stats = true;
+    const auto got = forward(model, {ids}, o);
+    std::vector<float> w(want.logits.begin(), want.logits.end());
+    double num = 0, den = 0;
+    for (size_t i = 0; i < w.size(); ++i) {
+      num = std::max(num, std::abs(double(got[0].logits[i]) - want.logits[i]));
+      den = std::max(den, std::abs(want.logits[i]));
+    }
+    EXPECT_LE(num / den, 1e-4) << "logits, max-abs-error / max-abs-value";
+    for (size_t k = 0; k < want.bos.size(); ++k) {
+      EXPECT_NEAR(got[0].bos_mass[k], want.bos[k], 1e-5) << k;
+      EXPECT_NEAR(got[0].entropy[k], want.ent[k], 1e-5) << k;
+      EXPECT_NEAR(got[0].local_mass[k], want.loc[k], 1e-5) << k;
+    }
+  }
+  fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, ReferenceForward,
+    ::testing::Values(Case{48, 12, 2, 300, true, DType::F32, 37},   // 12 heads, post-LN
+                      Case{48, 6, 2, 301, false, DType::BF16, 20},  // 6 heads, bf16 weights
+                      Case{40, 5, 1, 97, true, DType::F16, 9},      // 5 heads, fp16 weights
+                      Case{32, 1, 2, 64, false, DType::F32, 1}));   // one head, one token
+
+}  // namespace
+}  // namespace hs

@@ -1,0 +1,35 @@
+// Shared helpers for the tests: where the golden data lives, and reading it.
+#pragma once
+
+#include <cstdlib>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace hs::test {
+
+// Colon-separated list from the environment variable, else the default.
+inline std::vector<std::string> dirs_from_env(const char* var, const std::string& fallback) {
+  const char* v = std::getenv(var);
+  std::string s = (v && *v) ? v : fallback;
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ':');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+// Model golden directories (config.json, model.safetensors, golden*.safetensors, golden.json).
+inline std::vector<std::string> golden_model_dirs() {
+  return dirs_from_env("HEADSURGEON_GOLDEN_DIRS", std::string(HS_TEST_DATA) +
+                                                      "/golden/models/tiny16:" HS_TEST_DATA
+                                                      "/golden/models/tiny8");
+}
+
+// Tokenizer golden directories (tokenizer.json + cases.json).
+inline std::vector<std::string> golden_tokenizer_dirs() {
+  return dirs_from_env("HEADSURGEON_TOKENIZER_DIRS",
+                       std::string(HS_TEST_DATA) + "/golden/tokenizer");
+}
+
+}  // namespace hs::test
