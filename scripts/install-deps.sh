@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages headsurgeon builds against (skips apt when all are present).
 set -euo pipefail
-PKGS=(build-essential cmake ninja-build pkg-config libopenblas-dev nlohmann-json3-dev libpcre2-dev
+PKGS=(build-essential cmake ninja-build pkg-config libopenblas-openmp-dev libgfortran5 nlohmann-json3-dev libpcre2-dev
       libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -1,6 +1,7 @@
 // The headsurgeon binary as a user meets it: outputs, JSON contracts, exit codes, and one clear
 // error line (naming the file and the problem) for each kind of bad input (DESIGN §8).
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -198,6 +199,19 @@ TEST_F(Cli, BadTextInputs) {
   const fs::path junk = write("y.ids", "1 2 three\n");
   expect_error(run("ppl " + kTiny8 + " --ids " + junk.string()), {"y.ids:1", "three"});
   expect_error(run("ppl " + kTiny8), {"nothing to score"});
+}
+
+TEST_F(Cli, OutputToDeviceFileWritesInPlace) {
+  // Atomic writes rename a temp file over the target: never over a device or a FIFO.
+  const fs::path fifo = dir_ / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string cmd = "cat " + fifo.string() + " > " + (dir_ / "got.json").string() + " &";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  const Result r = run("diagnose " + kTiny8 + " -q --json " + fifo.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fs::is_fifo(fifo));
+  for (int i = 0; i < 100 && slurp(dir_ / "got.json").empty(); ++i) ::usleep(20000);
+  EXPECT_EQ(nlohmann::json::parse(slurp(dir_ / "got.json"))["heads"], 8);
 }
 
 TEST_F(Cli, UnwritableOutputLeavesNothingBehind) {

@@ -62,6 +62,14 @@ void write_output(const std::string& path, const std::string& content) {
     std::cout.flush();
     return;
   }
+  std::error_code ec;
+  const auto st = std::filesystem::status(path, ec);
+  if (std::filesystem::exists(st) && !std::filesystem::is_regular_file(st)) {
+    // /dev/null, a FIFO, /dev/stdout: write in place; renaming over them would replace them.
+    std::ofstream f(path, std::ios::binary);
+    if (!(f << content) || !f.flush()) throw Error(path, "write failed");
+    return;
+  }
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw Error(path, "cannot write file");

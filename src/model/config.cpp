@@ -32,8 +32,8 @@ std::optional<int64_t> find_int(const json& j, std::initializer_list<const char*
       throw Error(path, std::string("key '") + n + "' is out of range");
     const int64_t x = it->get<int64_t>();
     if (v && *v != x)
-      throw Error(path, std::string("keys '") + first + "' (" + std::to_string(*v) + ") and '" +
-                            n + "' (" + std::to_string(x) + ") disagree");
+      throw Error(path, std::string("keys '") + first + "' (" + std::to_string(*v) + ") and '" + n +
+                            "' (" + std::to_string(x) + ") disagree");
     if (!v) v = x, first = n;
   }
   return v;

@@ -43,16 +43,16 @@ Model::Model(const std::string& spec, ModelOptions opts) : ckpt_(spec) {
   }
 }
 
-F32Tensor Model::load(const std::string& name) {
+F32Tensor Model::load(const std::string& name, F32Tensor&& reuse) {
   const TensorView& t = ckpt_.tensor(name);
-  F32Tensor out;
+  F32Tensor out = std::move(reuse);
   out.numel = t.numel();
   const bool aligned = reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0;
   if (t.dtype == DType::F32 && aligned) {
     out.data = reinterpret_cast<const float*>(t.data);  // zero-copy view of the mapping
     return out;
   }
-  out.owned.resize(out.numel);
+  out.owned.resize(out.numel);  // same size as the reused buffer: no allocation, no zeroing
   convert_to_f32(t.dtype, t.data, out.numel, out.owned.data());
   out.data = out.owned.data();
   ckpt_.release(t);  // the converted copy is what we use; drop the source pages from RSS
@@ -62,21 +62,24 @@ F32Tensor Model::load(const std::string& name) {
 std::shared_ptr<const LayerWeights> Model::layer(int64_t l) {
   if (resident_ && layers_[l]) return layers_[l];
   const std::string p = "h." + std::to_string(l) + ".";
-  auto w = std::make_shared<LayerWeights>();
-  w->ln1_w = load(p + "input_layernorm.weight");
-  w->ln1_b = load(p + "input_layernorm.bias");
-  w->qkv_w = load(p + "self_attention.query_key_value.weight");
-  w->qkv_b = load(p + "self_attention.query_key_value.bias");
-  w->dense_w = load(p + "self_attention.dense.weight");
-  w->dense_b = load(p + "self_attention.dense.bias");
-  w->ln2_w = load(p + "post_attention_layernorm.weight");
-  w->ln2_b = load(p + "post_attention_layernorm.bias");
-  w->fc1_w = load(p + "mlp.dense_h_to_4h.weight");
-  w->fc1_b = load(p + "mlp.dense_h_to_4h.bias");
-  w->fc2_w = load(p + "mlp.dense_4h_to_h.weight");
-  w->fc2_b = load(p + "mlp.dense_4h_to_h.bias");
-  if (resident_) layers_[l] = w;
-  return w;
+  // Streaming reuses the buffers of the last released layer: a fresh allocation per layer costs
+  // page faults and zeroing that take longer than the conversion itself.
+  LayerWeights* w = spare_ ? spare_.release() : new LayerWeights;
+  w->ln1_w = load(p + "input_layernorm.weight", std::move(w->ln1_w));
+  w->ln1_b = load(p + "input_layernorm.bias", std::move(w->ln1_b));
+  w->qkv_w = load(p + "self_attention.query_key_value.weight", std::move(w->qkv_w));
+  w->qkv_b = load(p + "self_attention.query_key_value.bias", std::move(w->qkv_b));
+  w->dense_w = load(p + "self_attention.dense.weight", std::move(w->dense_w));
+  w->dense_b = load(p + "self_attention.dense.bias", std::move(w->dense_b));
+  w->ln2_w = load(p + "post_attention_layernorm.weight", std::move(w->ln2_w));
+  w->ln2_b = load(p + "post_attention_layernorm.bias", std::move(w->ln2_b));
+  w->fc1_w = load(p + "mlp.dense_h_to_4h.weight", std::move(w->fc1_w));
+  w->fc1_b = load(p + "mlp.dense_h_to_4h.bias", std::move(w->fc1_b));
+  w->fc2_w = load(p + "mlp.dense_4h_to_h.weight", std::move(w->fc2_w));
+  w->fc2_b = load(p + "mlp.dense_4h_to_h.bias", std::move(w->fc2_b));
+  if (resident_) return layers_[l] = std::shared_ptr<const LayerWeights>(w);
+  return std::shared_ptr<const LayerWeights>(
+      w, [this](const LayerWeights* done) { spare_.reset(const_cast<LayerWeights*>(done)); });
 }
 
 void Model::embed(std::span<const int32_t> ids, float* out) {

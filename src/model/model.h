@@ -41,6 +41,7 @@ class Model {
   // Whether all converted weights stay in memory (false = streaming layer by layer).
   bool resident() const { return resident_; }
 
+  // The returned weights must not outlive the Model.
   std::shared_ptr<const LayerWeights> layer(int64_t l);
   // out[T, d] = word_embeddings[ids]; throws hs::Error for an id outside the vocabulary.
   void embed(std::span<const int32_t> ids, float* out);
@@ -53,14 +54,15 @@ class Model {
                             const std::function<void(int64_t, int64_t, const float*)>& fn);
 
  private:
-  F32Tensor load(const std::string& name);
+  F32Tensor load(const std::string& name, F32Tensor&& reuse = {});
 
   Checkpoint ckpt_;
   std::vector<float> slopes_;
   bool resident_ = false;
   std::vector<std::shared_ptr<const LayerWeights>> layers_;  // filled when resident
   F32Tensor emb_ln_w_, emb_ln_b_, lnf_w_, lnf_b_;
-  F32Tensor emb_;  // whole embedding, only when resident
+  F32Tensor emb_;                        // whole embedding, only when resident
+  std::unique_ptr<LayerWeights> spare_;  // streaming: buffers of the last released layer
 };
 
 }  // namespace hs
