@@ -1,6 +1,7 @@
 // Writes a BLOOM checkpoint with the exact shape of a real model and random weights, for
 // benchmarks (no hub access here). Tensors are generated, converted and written a chunk at a
 // time, so memory stays small even for bloom-7b1 (14 GB in bf16).
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -11,8 +12,6 @@
 #include <map>
 #include <numbers>
 #include <set>
-
-#include <CLI/CLI.hpp>
 
 #include "io/safetensors.h"
 #include "model/config.h"
@@ -110,10 +109,12 @@ void write_text(const fs::path& p, const std::string& text) {
   std::ofstream f(tmp, std::ios::binary);
   f << text;
   f.close();
-  std::error_code ec;
-  if (!f || (fs::rename(tmp, p, ec), ec)) {
-    fs::remove(tmp, ec);
-    throw hs::Error(p.string(), "cannot write");
+  std::error_code ec = f ? std::error_code() : std::make_error_code(std::errc::io_error);
+  if (!ec) fs::rename(tmp, p, ec);
+  if (ec) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    throw hs::Error(p.string(), "cannot write: " + ec.message());
   }
 }
 

@@ -69,8 +69,7 @@ std::optional<std::string> find_in_hub_cache(const std::string& spec, const fs::
   if (slash == std::string::npos || slash == 0 || slash + 1 == id.size() ||
       id.find('/', slash + 1) != std::string::npos)
     return std::nullopt;
-  const fs::path repo =
-      root / ("models--" + id.substr(0, slash) + "--" + id.substr(slash + 1));
+  const fs::path repo = root / ("models--" + id.substr(0, slash) + "--" + id.substr(slash + 1));
   const fs::path snaps = repo / "snapshots";
   std::error_code ec;
   if (!fs::is_directory(snaps, ec)) return std::nullopt;
@@ -82,8 +81,9 @@ std::optional<std::string> find_in_hub_cache(const std::string& spec, const fs::
     // A branch or tag resolves through refs/; a commit hash names the snapshot itself.
     const std::string commit = read_ref(repo / "refs" / rev).value_or(rev);
     if (!fs::is_directory(snaps / commit, ec))
-      throw Error(spec, "revision '" + printable(rev) + "' is not in the Hugging Face cache (looked in " +
-                            snaps.string() + ")");
+      throw Error(spec, "revision '" + printable(rev) +
+                            "' is not in the Hugging Face cache (looked in " + snaps.string() +
+                            ")");
     dir = snaps / commit;
   } else if (const auto main = read_ref(repo / "refs" / "main");
              main && fs::is_directory(snaps / *main, ec)) {

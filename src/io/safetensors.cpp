@@ -10,10 +10,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
-
-#include <nlohmann/json.hpp>
 
 #include "util/error.h"
 
@@ -95,8 +94,8 @@ std::optional<uint64_t> byte_size(DType dt, const std::vector<int64_t>& shape) {
   for (int64_t s : shape) {
     if (s < 0) return std::nullopt;
     if (s == 0) empty = true;
-    if (s > 0 && (__builtin_mul_overflow(nonzero, uint64_t(s), &nonzero) ||
-                  nonzero > uint64_t(INT64_MAX)))
+    if (s > 0 &&
+        (__builtin_mul_overflow(nonzero, uint64_t(s), &nonzero) || nonzero > uint64_t(INT64_MAX)))
       return std::nullopt;
   }
   return empty ? 0 : nonzero;
@@ -138,7 +137,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path)
     if (name == "__metadata__") {
       if (!e.is_object()) throw Error(path, "__metadata__ is not an object");
       for (const auto& [k, v] : e.items()) {
-        if (!v.is_string()) throw Error(path, "__metadata__ value of '" + printable(k) + "' is not a string");
+        if (!v.is_string())
+          throw Error(path, "__metadata__ value of '" + printable(k) + "' is not a string");
         metadata_[k] = v.get<std::string>();
       }
       continue;
@@ -150,7 +150,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path)
     if (dt_it == e.end() || !dt_it->is_string())
       throw Error(path, where + "missing dtype (a string)");
     const auto dt = parse_dtype(dt_it->get<std::string>());
-    if (!dt) throw Error(path, where + "unknown dtype '" + printable(dt_it->get<std::string>()) + "'");
+    if (!dt)
+      throw Error(path, where + "unknown dtype '" + printable(dt_it->get<std::string>()) + "'");
 
     TensorView t;
     t.name = name;
@@ -193,8 +194,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path)
             [](const Span& x, const Span& y) { return x.begin < y.begin; });
   for (size_t i = 1; i < spans.size(); ++i)
     if (spans[i].begin < spans[i - 1].end)
-      throw Error(path, "tensors '" + printable(*spans[i - 1].name) + "' and '" + printable(*spans[i].name) +
-                            "' overlap in the data section");
+      throw Error(path, "tensors '" + printable(*spans[i - 1].name) + "' and '" +
+                            printable(*spans[i].name) + "' overlap in the data section");
 }
 
 const TensorView* SafetensorsFile::find(const std::string& name) const {
@@ -289,8 +290,8 @@ void SafetensorsWriter::commit() {
   if (::close(fd) != 0 || ::rename(tmp_.c_str(), path_.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp_.c_str());
-    throw Error(path_, std::string("cannot move the written file into place: ") +
-                           std::strerror(err));
+    throw Error(path_,
+                std::string("cannot move the written file into place: ") + std::strerror(err));
   }
   // The new name is durable only once the directory is synced. A failure here is not reported:
   // the file is complete and in place, and there is nothing left to undo.
