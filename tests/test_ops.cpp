@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 
 #include "io/safetensors.h"
@@ -57,6 +58,163 @@ TEST(LogSumExp, ChunkedEqualsDirect) {
     for (int64_t v = 0; v < V; ++v) acc += std::exp(x[t * V + v] - mx);
     EXPECT_NEAR(m[t] + std::log(s[t]), mx + std::log(acc), 1e-6);
   }
+}
+
+// ---- finite-difference checks of every backward, in float64 --------------------------------
+
+std::vector<double> randn(size_t n, uint32_t seed, double scale = 1.0) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> nd(0, scale);
+  std::vector<double> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+// Checks d(loss)/d(x[i]) for every i against central differences, where loss(x) is a scalar
+// function of the whole buffer; relative error against max(1, |grad|) below 1e-6.
+void expect_gradient(std::vector<double>& x, const std::vector<double>& grad,
+                     const std::function<double()>& loss, const std::string& what) {
+  ASSERT_EQ(x.size(), grad.size()) << what;
+  const double h = 1e-6;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double keep = x[i];
+    x[i] = keep + h;
+    const double up = loss();
+    x[i] = keep - h;
+    const double down = loss();
+    x[i] = keep;
+    const double num = (up - down) / (2 * h);
+    EXPECT_NEAR(grad[i], num, 1e-6 * std::max(1.0, std::abs(num))) << what << " index " << i;
+  }
+}
+
+double dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+TEST(FiniteDifferences, LayerNorm) {
+  const int64_t N = 3, C = 7;
+  auto x = randn(N * C, 1), w = randn(C, 2), b = randn(C, 3), r = randn(N * C, 4);
+  std::vector<double> out(N * C), mean(N), rstd(N);
+  auto loss = [&] {
+    cpu::layernorm_forward<double>(out.data(), mean.data(), rstd.data(), x.data(), w.data(),
+                                   b.data(), N, C, 1e-5);
+    return dot(out, r);
+  };
+  loss();
+  std::vector<double> dx(N * C, 0), dw(C, 0), db(C, 0);
+  cpu::layernorm_backward<double>(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(),
+                                  mean.data(), rstd.data(), N, C);
+  expect_gradient(x, dx, loss, "layernorm dinp");
+  expect_gradient(w, dw, loss, "layernorm dw");
+  expect_gradient(b, db, loss, "layernorm db");
+}
+
+TEST(FiniteDifferences, LinearFullAndSlices) {
+  const int64_t N = 4, IC = 5, OC = 6;
+  auto x = randn(N * IC, 1), W = randn(OC * IC, 2), bias = randn(OC, 3), r = randn(N * OC, 4);
+  std::vector<double> out(N * OC);
+  auto loss = [&] {
+    cpu::linear_forward<double>(out.data(), x.data(), W.data(), bias.data(), N, IC, OC);
+    return dot(out, r);
+  };
+  std::vector<double> dx(N * IC, 0), dW(OC * IC, 0), db(OC, 0);
+  cpu::linear_backward_input<double>(dx.data(), r.data(), W.data(), N, IC, OC, false);
+  cpu::linear_backward_weight<double>(dW.data(), IC, db.data(), r.data(), OC, x.data(), IC, N, OC,
+                                      IC);
+  expect_gradient(x, dx, loss, "linear dinp");
+  expect_gradient(W, dW, loss, "linear dW");
+  expect_gradient(bias, db, loss, "linear dbias");
+  // A slice: rows 2..4 of W (a head's qkv rows) and input columns 1..3 (a head's dense columns)
+  // must equal the matching part of the full gradient.
+  std::vector<double> rows(3 * IC, 0), rows_b(3, 0), cols(OC * 2, 0);
+  cpu::linear_backward_weight<double>(rows.data(), IC, rows_b.data(), r.data() + 2, OC, x.data(),
+                                      IC, N, 3, IC);
+  cpu::linear_backward_weight<double>(cols.data(), 2, nullptr, r.data(), OC, x.data() + 1, IC, N,
+                                      OC, 2);
+  for (int64_t o = 0; o < 3; ++o) {
+    EXPECT_NEAR(rows_b[o], db[2 + o], 1e-12);
+    for (int64_t i = 0; i < IC; ++i) EXPECT_NEAR(rows[o * IC + i], dW[(2 + o) * IC + i], 1e-12);
+  }
+  for (int64_t o = 0; o < OC; ++o)
+    for (int64_t i = 0; i < 2; ++i) EXPECT_NEAR(cols[o * 2 + i], dW[o * IC + 1 + i], 1e-12);
+}
+
+TEST(FiniteDifferences, Gelu) {
+  auto x = randn(50, 1, 2.0), r = randn(50, 2);
+  std::vector<double> out(50), dx(50);
+  auto loss = [&] {
+    cpu::gelu_forward<double>(out.data(), x.data(), 50);
+    return dot(out, r);
+  };
+  cpu::gelu_backward<double>(dx.data(), r.data(), x.data(), 50);
+  expect_gradient(x, dx, loss, "gelu");
+}
+
+TEST(FiniteDifferences, AlibiAttentionWithHeadMask) {
+  const int64_t T = 6, H = 3, hd = 4;
+  auto qkv = randn(T * 3 * H * hd, 1), r = randn(T * H * hd, 2);
+  const auto slopes = alibi_slopes(H);
+  std::vector<double> ctx(T * H * hd);
+  auto loss = [&] {
+    cpu::alibi_attention_forward<double>(ctx.data(), nullptr, nullptr, qkv.data(), slopes.data(), T,
+                                         H, hd);
+    return dot(ctx, r);
+  };
+  std::vector<double> dqkv(qkv.size(), 0);
+  cpu::alibi_attention_backward<double>(dqkv.data(), r.data(), qkv.data(), slopes.data(), nullptr,
+                                        T, H, hd);
+  expect_gradient(qkv, dqkv, loss, "attention dqkv");
+  // With a mask only head 1's columns are computed, and they equal the full result.
+  const uint8_t mask[3] = {0, 1, 0};
+  std::vector<double> masked(qkv.size(), 0);
+  cpu::alibi_attention_backward<double>(masked.data(), r.data(), qkv.data(), slopes.data(), mask, T,
+                                        H, hd);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 0; c < 3 * H * hd; ++c) {
+      const bool in_head1 = c >= 3 * hd && c < 6 * hd;
+      EXPECT_EQ(masked[t * 3 * H * hd + c], in_head1 ? dqkv[t * 3 * H * hd + c] : 0.0);
+    }
+}
+
+TEST(FiniteDifferences, CrossEntropyChunk) {
+  const int64_t T = 3, V = 9;
+  auto logits = randn(T * V, 1, 3.0);
+  const int32_t target[T] = {4, -1, 8};  // -1: not predicted
+  const double scale[T] = {0.5, 0.5, 0.25};
+  auto loss = [&] {
+    double l = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      if (target[t] < 0) continue;
+      double mx = -INFINITY, z = 0;
+      for (int64_t v = 0; v < V; ++v) mx = std::max(mx, logits[t * V + v]);
+      for (int64_t v = 0; v < V; ++v) z += std::exp(logits[t * V + v] - mx);
+      l += scale[t] * (mx + std::log(z) - logits[t * V + target[t]]);
+    }
+    return l;
+  };
+  std::vector<double> lse(T);
+  for (int64_t t = 0; t < T; ++t) {
+    double mx = -INFINITY, z = 0;
+    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, logits[t * V + v]);
+    for (int64_t v = 0; v < V; ++v) z += std::exp(logits[t * V + v] - mx);
+    lse[t] = mx + std::log(z);
+  }
+  // Two chunks of the vocabulary, as the chunked lm_head runs it.
+  std::vector<double> d(T * V), c1(T * 5), c2(T * 4), l1(T * 5), l2(T * 4);
+  for (int64_t t = 0; t < T; ++t) {
+    std::copy_n(&logits[t * V], 5, &l1[t * 5]);
+    std::copy_n(&logits[t * V + 5], 4, &l2[t * 4]);
+  }
+  cpu::cross_entropy_backward<double>(c1.data(), l1.data(), lse.data(), target, scale, T, 5, 0);
+  cpu::cross_entropy_backward<double>(c2.data(), l2.data(), lse.data(), target, scale, T, 4, 5);
+  for (int64_t t = 0; t < T; ++t) {
+    std::copy_n(&c1[t * 5], 5, &d[t * V]);
+    std::copy_n(&c2[t * 4], 4, &d[t * V + 5]);
+  }
+  expect_gradient(logits, d, loss, "cross-entropy dlogits");
 }
 
 // ---- a plain float64 BLOOM, written as directly from the specification as possible ----------

@@ -20,19 +20,23 @@ void block_forward(float* x, int64_t T, const BloomConfig& c, const LayerWeights
                    const float* slopes, Scratch& s, cpu::HeadStatSums* stats, float* probs) {
   const int64_t d = c.hidden, H = c.n_head, hd = c.head_dim();
   const float eps = float(c.ln_eps);
-  cpu::layernorm_forward(s.a.data(), nullptr, nullptr, x, w.ln1_w.data, w.ln1_b.data, T, d, eps);
-  cpu::linear_forward(s.qkv.data(), s.a.data(), w.qkv_w.data, w.qkv_b.data, T, d, 3 * d);
-  cpu::alibi_attention_forward(s.ctx.data(), probs, stats, s.qkv.data(), slopes, T, H, hd);
-  cpu::linear_forward(s.attn_out.data(), s.ctx.data(), w.dense_w.data, w.dense_b.data, T, d, d);
+  cpu::layernorm_forward<float>(s.a.data(), nullptr, nullptr, x, w.ln1_w.data, w.ln1_b.data, T, d,
+                                eps);
+  cpu::linear_forward<float>(s.qkv.data(), s.a.data(), w.qkv_w.data, w.qkv_b.data, T, d, 3 * d);
+  cpu::alibi_attention_forward<float>(s.ctx.data(), probs, stats, s.qkv.data(), slopes, T, H, hd);
+  cpu::linear_forward<float>(s.attn_out.data(), s.ctx.data(), w.dense_w.data, w.dense_b.data, T, d,
+                             d);
   // x = attn_out + residual, where the residual is LN1(x) in the post-LN variant.
   if (c.post_ln) std::copy_n(s.a.data(), T * d, x);
-  cpu::residual_add(x, s.attn_out.data(), T * d);
-  cpu::layernorm_forward(s.b.data(), nullptr, nullptr, x, w.ln2_w.data, w.ln2_b.data, T, d, eps);
-  cpu::linear_forward(s.h.data(), s.b.data(), w.fc1_w.data, w.fc1_b.data, T, d, 4 * d);
-  cpu::gelu_forward(s.h.data(), T * 4 * d);
-  cpu::linear_forward(s.attn_out.data(), s.h.data(), w.fc2_w.data, w.fc2_b.data, T, 4 * d, d);
+  cpu::residual_add<float>(x, s.attn_out.data(), T * d);
+  cpu::layernorm_forward<float>(s.b.data(), nullptr, nullptr, x, w.ln2_w.data, w.ln2_b.data, T, d,
+                                eps);
+  cpu::linear_forward<float>(s.h.data(), s.b.data(), w.fc1_w.data, w.fc1_b.data, T, d, 4 * d);
+  cpu::gelu_forward<float>(s.h.data(), s.h.data(), T * 4 * d);
+  cpu::linear_forward<float>(s.attn_out.data(), s.h.data(), w.fc2_w.data, w.fc2_b.data, T, 4 * d,
+                             d);
   if (c.post_ln) std::copy_n(s.b.data(), T * d, x);
-  cpu::residual_add(x, s.attn_out.data(), T * d);
+  cpu::residual_add<float>(x, s.attn_out.data(), T * d);
 }
 
 // Vocabulary rows per lm_head chunk: bounds the fp32 logits of a chunk to ~T x 8192 floats.
@@ -58,7 +62,7 @@ void lm_head(Model& model, const std::vector<std::vector<float>>& xf,
     for (size_t i = 0; i < n; ++i) {
       const int64_t T = int64_t(seqs[i].size());
       chunk.resize(T * rows);
-      cpu::linear_forward(chunk.data(), xf[i].data(), E, nullptr, T, d, rows);
+      cpu::linear_forward<float>(chunk.data(), xf[i].data(), E, nullptr, T, d, rows);
       if (opts.logits)
         for (int64_t t = 0; t < T; ++t)
           std::copy_n(chunk.data() + t * rows, rows, out[i].logits.data() + t * V + r0);
@@ -97,8 +101,8 @@ std::vector<SequenceOutput> forward(Model& model, const std::vector<std::vector<
     Tmax = std::max(Tmax, T);
     x[i].resize(T * d);
     model.embed(seqs[i], x[i].data());
-    cpu::layernorm_forward(x[i].data(), nullptr, nullptr, x[i].data(), model.emb_ln_w().data,
-                           model.emb_ln_b().data, T, d, eps);
+    cpu::layernorm_forward<float>(x[i].data(), nullptr, nullptr, x[i].data(), model.emb_ln_w().data,
+                                  model.emb_ln_b().data, T, d, eps);
     if (opts.head_stats) {
       out[i].bos_mass.assign(L * H, 0);
       out[i].entropy.assign(L * H, 0);
@@ -135,8 +139,8 @@ std::vector<SequenceOutput> forward(Model& model, const std::vector<std::vector<
   if (!opts.logits && !opts.nll) return out;
   for (size_t i = 0; i < n; ++i) {
     const int64_t T = int64_t(seqs[i].size());
-    cpu::layernorm_forward(x[i].data(), nullptr, nullptr, x[i].data(), model.lnf_w().data,
-                           model.lnf_b().data, T, d, eps);
+    cpu::layernorm_forward<float>(x[i].data(), nullptr, nullptr, x[i].data(), model.lnf_w().data,
+                                  model.lnf_b().data, T, d, eps);
   }
   lm_head(model, x, seqs, opts, out);
   return out;

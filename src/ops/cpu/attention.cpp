@@ -6,60 +6,72 @@
 
 namespace hs::cpu {
 
-void alibi_attention_forward(float* ctx, float* probs, HeadStatSums* stats, const float* qkv,
-                             const float* slopes, int64_t T, int64_t H, int64_t hd) {
+namespace {
+
+// Softmax probabilities of query row t of head h into p[0..t]: the one place the scores are
+// defined, shared by forward and backward (which recomputes them instead of storing T x T).
+template <class T>
+void attention_row(T* p, const T* qkv, int64_t ld, int64_t h, int64_t hd, int64_t t, T scale,
+                   T slope) {
+  const T* q = qkv + t * ld + h * 3 * hd;
+  T mx = -INFINITY;
+  for (int64_t j = 0; j <= t; ++j) {
+    const T* k = qkv + j * ld + h * 3 * hd + hd;
+    T dot = 0;
+    for (int64_t i = 0; i < hd; ++i) dot += q[i] * k[i];
+    p[j] = dot * scale + slope * T(j);
+    mx = std::max(mx, p[j]);
+  }
+  T sum = 0;
+  for (int64_t j = 0; j <= t; ++j) {
+    p[j] = std::exp(p[j] - mx);
+    sum += p[j];
+  }
+  const T inv = T(1) / sum;
+  for (int64_t j = 0; j <= t; ++j) p[j] *= inv;
+}
+
+}  // namespace
+
+template <class T>
+void alibi_attention_forward(T* ctx, T* probs, HeadStatSums* stats, const T* qkv,
+                             const float* slopes, int64_t Tn, int64_t H, int64_t hd) {
   const int64_t ld = 3 * H * hd;  // row stride of qkv
-  const float scale = 1.0f / std::sqrt(float(hd));
+  const T scale = T(1) / std::sqrt(T(hd));
   // Per-(head,row) statistics, summed serially afterwards so results do not depend on threads.
   std::vector<double> row_bos, row_ent, row_loc;
   if (stats) {
-    row_bos.assign(H * T, 0);
-    row_ent.assign(H * T, 0);
-    row_loc.assign(H * T, 0);
+    row_bos.assign(H * Tn, 0);
+    row_ent.assign(H * Tn, 0);
+    row_loc.assign(H * Tn, 0);
   }
 #pragma omp parallel
   {
-    std::vector<float> p(T);
+    std::vector<T> p(Tn);
 #pragma omp for collapse(2) schedule(dynamic, 8)
     for (int64_t h = 0; h < H; ++h) {
-      for (int64_t t = 0; t < T; ++t) {
-        const float* q = qkv + t * ld + h * 3 * hd;
-        const float slope = slopes[h];
-        float mx = -INFINITY;
+      for (int64_t t = 0; t < Tn; ++t) {
+        attention_row(p.data(), qkv, ld, h, hd, t, scale, T(slopes[h]));
+        T* out = ctx + t * H * hd + h * hd;
+        std::fill(out, out + hd, T(0));
         for (int64_t j = 0; j <= t; ++j) {
-          const float* k = qkv + j * ld + h * 3 * hd + hd;
-          float dot = 0;
-          for (int64_t i = 0; i < hd; ++i) dot += q[i] * k[i];
-          p[j] = dot * scale + slope * float(j);
-          mx = std::max(mx, p[j]);
-        }
-        float sum = 0;
-        for (int64_t j = 0; j <= t; ++j) {
-          p[j] = std::exp(p[j] - mx);
-          sum += p[j];
-        }
-        const float inv = 1.0f / sum;
-        float* out = ctx + t * H * hd + h * hd;
-        std::fill(out, out + hd, 0.0f);
-        for (int64_t j = 0; j <= t; ++j) {
-          p[j] *= inv;
-          const float* v = qkv + j * ld + h * 3 * hd + 2 * hd;
+          const T* v = qkv + j * ld + h * 3 * hd + 2 * hd;
           for (int64_t i = 0; i < hd; ++i) out[i] += p[j] * v[i];
         }
         if (probs) {
-          float* row = probs + (h * T + t) * T;
+          T* row = probs + (h * Tn + t) * Tn;
           std::copy(p.begin(), p.begin() + t + 1, row);
-          std::fill(row + t + 1, row + T, 0.0f);
+          std::fill(row + t + 1, row + Tn, T(0));
         }
         if (stats) {
           double ent = 0, loc = 0;
           for (int64_t j = 0; j <= t; ++j) {
             ent -= double(p[j]) * std::log(std::max(double(p[j]), 1e-10));
-            if (j >= t - 2) loc += p[j];
+            if (j >= t - 2) loc += double(p[j]);
           }
-          row_bos[h * T + t] = p[0];
-          row_ent[h * T + t] = ent;
-          row_loc[h * T + t] = loc;
+          row_bos[h * Tn + t] = double(p[0]);
+          row_ent[h * Tn + t] = ent;
+          row_loc[h * Tn + t] = loc;
         }
       }
     }
@@ -67,10 +79,10 @@ void alibi_attention_forward(float* ctx, float* probs, HeadStatSums* stats, cons
   if (stats) {
     for (int64_t h = 0; h < H; ++h) {
       double b = 0, e = 0, l = 0;
-      for (int64_t t = 0; t < T; ++t) {
-        b += row_bos[h * T + t];
-        e += row_ent[h * T + t];
-        l += row_loc[h * T + t];
+      for (int64_t t = 0; t < Tn; ++t) {
+        b += row_bos[h * Tn + t];
+        e += row_ent[h * Tn + t];
+        l += row_loc[h * Tn + t];
       }
       stats->bos[h] = b;
       stats->entropy[h] = e;
@@ -78,5 +90,57 @@ void alibi_attention_forward(float* ctx, float* probs, HeadStatSums* stats, cons
     }
   }
 }
+
+template <class T>
+void alibi_attention_backward(T* dqkv, const T* dctx, const T* qkv, const float* slopes,
+                              const uint8_t* head_mask, int64_t Tn, int64_t H, int64_t hd) {
+  const int64_t ld = 3 * H * hd;
+  const T scale = T(1) / std::sqrt(T(hd));
+  // Heads in parallel: dk and dv of a head sum over all its query rows.
+#pragma omp parallel
+  {
+    std::vector<T> p(Tn), dp(Tn);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t h = 0; h < H; ++h) {
+      if (head_mask && !head_mask[h]) continue;
+      for (int64_t t = 0; t < Tn; ++t) {
+        attention_row(p.data(), qkv, ld, h, hd, t, scale, T(slopes[h]));
+        const T* g = dctx + t * H * hd + h * hd;
+        T dot = 0;  // sum_j p_j dp_j
+        for (int64_t j = 0; j <= t; ++j) {
+          const T* v = qkv + j * ld + h * 3 * hd + 2 * hd;
+          T* dv = dqkv + j * ld + h * 3 * hd + 2 * hd;
+          T s = 0;
+          for (int64_t i = 0; i < hd; ++i) {
+            s += g[i] * v[i];
+            dv[i] += p[j] * g[i];
+          }
+          dp[j] = s;
+          dot += p[j] * s;
+        }
+        const T* q = qkv + t * ld + h * 3 * hd;
+        T* dq = dqkv + t * ld + h * 3 * hd;
+        for (int64_t j = 0; j <= t; ++j) {
+          const T ds = p[j] * (dp[j] - dot) * scale;
+          const T* k = qkv + j * ld + h * 3 * hd + hd;
+          T* dk = dqkv + j * ld + h * 3 * hd + hd;
+          for (int64_t i = 0; i < hd; ++i) {
+            dq[i] += ds * k[i];
+            dk[i] += ds * q[i];
+          }
+        }
+      }
+    }
+  }
+}
+
+template void alibi_attention_forward<float>(float*, float*, HeadStatSums*, const float*,
+                                             const float*, int64_t, int64_t, int64_t);
+template void alibi_attention_forward<double>(double*, double*, HeadStatSums*, const double*,
+                                              const float*, int64_t, int64_t, int64_t);
+template void alibi_attention_backward<float>(float*, const float*, const float*, const float*,
+                                              const uint8_t*, int64_t, int64_t, int64_t);
+template void alibi_attention_backward<double>(double*, const double*, const double*, const float*,
+                                               const uint8_t*, int64_t, int64_t, int64_t);
 
 }  // namespace hs::cpu

@@ -1,25 +1,53 @@
-// CPU reference operations of the BLOOM block, fp32. Each is a plain function over row-major
-// buffers; the model code (model/forward.cpp) is a sequence of these calls.
+// CPU reference operations of the BLOOM block: each a forward/backward pair over row-major
+// buffers. The model code (model/forward.cpp, model/train.cpp) is a sequence of these calls.
+// Templates over the element type: float is what the product runs; double instantiations exist
+// so the tests can check every backward against finite differences in float64.
 #pragma once
 
 #include <cstdint>
 
 namespace hs::cpu {
 
+// C[M,N] = alpha * op(A) @ op(B) + beta * C, row-major with leading dimensions (BLAS gemm).
+template <class T>
+void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+          int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
 // out[N,C] = (inp - mean) * rstd * w + b per row (biased variance). mean/rstd [N] may be null;
-// when given they receive what the backward pass needs.
-void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,
-                       const float* b, int64_t N, int64_t C, float eps);
+// when given they receive what the backward pass needs. out may alias inp.
+template <class T>
+void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* w, const T* b, int64_t N,
+                       int64_t C, T eps);
+// dinp += dLN/dinp . dout; dw/db += (skipped when null: frozen parameters get no gradient).
+template <class T>
+void layernorm_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w,
+                        const T* mean, const T* rstd, int64_t N, int64_t C);
 
-// out[N,OC] = inp[N,IC] @ W[OC,IC]^T (+ bias[OC] when not null). OpenBLAS sgemm.
-void linear_forward(float* out, const float* inp, const float* W, const float* bias, int64_t N,
-                    int64_t IC, int64_t OC);
+// out[N,OC] = inp[N,IC] @ W[OC,IC]^T (+ bias[OC] when not null).
+template <class T>
+void linear_forward(T* out, const T* inp, const T* W, const T* bias, int64_t N, int64_t IC,
+                    int64_t OC);
+// dinp[N,IC] (+)= dout[N,OC] @ W[OC,IC]; accumulate selects += over =.
+template <class T>
+void linear_backward_input(T* dinp, const T* dout, const T* W, int64_t N, int64_t IC, int64_t OC,
+                           bool accumulate);
+// dW[R,C] += dout[:, R cols]^T @ inp[:, C cols] and dbias[R] += column sums of dout (when not
+// null). dout and inp point at the first selected column with row strides ld_dout and ld_inp, so
+// a slice (a head's rows of W, or its input columns) costs only its own share.
+template <class T>
+void linear_backward_weight(T* dW, int64_t ld_dW, T* dbias, const T* dout, int64_t ld_dout,
+                            const T* inp, int64_t ld_inp, int64_t N, int64_t R, int64_t C);
 
-// In place, n elements: x = 0.5 x (1 + tanh(0.79788456 x (1 + 0.044715 x^2))).
-void gelu_forward(float* x, int64_t n);
+// out = gelu_tanh(inp), n elements; out may alias inp.
+template <class T>
+void gelu_forward(T* out, const T* inp, int64_t n);
+// dinp = dout * gelu'(inp) where inp is the pre-activation.
+template <class T>
+void gelu_backward(T* dinp, const T* dout, const T* inp, int64_t n);
 
 // out[i] += inp[i]
-void residual_add(float* out, const float* inp, int64_t n);
+template <class T>
+void residual_add(T* out, const T* inp, int64_t n);
 
 // Per-head sums over query rows of the diagnostic statistics (divide by T for the means).
 struct HeadStatSums {
@@ -30,14 +58,26 @@ struct HeadStatSums {
 
 // Causal ALiBi attention for one sequence. qkv[T, 3*H*hd] holds per head h the columns
 // [h*3hd, h*3hd+hd) = q, then k, then v (BLOOM's fused layout). ctx[T, H*hd] head-major.
-// score[t,j] = q_t.k_j / sqrt(hd) + slope[h] * j for j <= t; softmax in fp32.
+// score[t,j] = q_t.k_j / sqrt(hd) + slope[h] * j for j <= t; softmax in the element type.
 // probs [H,T,T] (masked entries 0) and stats are optional (null): the statistics are computed
 // row by row so a diagnosis never holds the T x T probabilities of a layer.
-void alibi_attention_forward(float* ctx, float* probs, HeadStatSums* stats, const float* qkv,
-                             const float* slopes, int64_t T, int64_t H, int64_t hd);
+template <class T>
+void alibi_attention_forward(T* ctx, T* probs, HeadStatSums* stats, const T* qkv,
+                             const float* slopes, int64_t Tn, int64_t H, int64_t hd);
+// dqkv += gradient through the attention, for the heads with head_mask[h] != 0 (all when
+// null). Probabilities are recomputed row by row from qkv (nothing T x T is stored).
+template <class T>
+void alibi_attention_backward(T* dqkv, const T* dctx, const T* qkv, const float* slopes,
+                              const uint8_t* head_mask, int64_t Tn, int64_t H, int64_t hd);
 
 // Online log-sum-exp over vocabulary chunks: for each row t of logits[T, Vc] update the running
 // max m[t] and scaled sum s[t] (so lse = m + log s). Start with m = -inf, s = 0.
 void logsumexp_update(const float* logits, int64_t T, int64_t Vc, float* m, double* s);
+
+// Cross-entropy backward for one vocabulary chunk [v0, v0+Vc): dlogits[t, v] =
+// scale[t] * (exp(logits[t,v] - lse[t]) - [v0 + v == target[t]]), rows with target < 0 get 0.
+template <class T>
+void cross_entropy_backward(T* dlogits, const T* logits, const T* lse, const int32_t* target,
+                            const T* scale, int64_t Tn, int64_t Vc, int64_t v0);
 
 }  // namespace hs::cpu
