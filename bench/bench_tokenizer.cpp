@@ -49,13 +49,16 @@ const std::string& multilingual_text() {
 
 const std::string& pseudoword_text() {
   static const std::string text = [] {
-    const std::vector<std::string> syllables = {
-        "ka", "lo", "mi", "ne", "zu", "tr", "ph", "qu", "é", "ß",  "ø", "ст", "по", "жи",
-        "κα", "λο", "का", "मी", "语", "言", "の", "カ", "ع", "لا", "x", "y",  "7",  "42"};
+    // Latin consonant-vowel pairs plus a few other scripts: ~130 syllables, 3-6 per word, so
+    // words almost never repeat.
+    std::vector<std::string> syllables = {"é",  "ß",  "ø",  "ст", "по", "жи", "κα", "λο", "का",
+                                          "मी", "语", "言", "の", "カ", "ع",  "لا", "7",  "42"};
+    for (const char c : std::string("bcdfghjklmnprstvwxz"))
+      for (const char v : std::string("aeiou")) syllables.push_back({c, v});
     std::mt19937 rng(2);
     std::string t;
     while (t.size() < kTextBytes) {
-      for (int k = 2 + static_cast<int>(rng() % 5); k > 0; --k)
+      for (int k = 3 + static_cast<int>(rng() % 4); k > 0; --k)
         t += syllables[rng() % syllables.size()];
       const unsigned r = rng() % 20;
       t += r == 0 ? ", " : r == 1 ? ". " : r == 2 ? "\n" : " ";

@@ -489,7 +489,11 @@ class MergeTable {
 
   explicit MergeTable(size_t n) {
     size_t cap = 16;
-    while (cap < 2 * n) cap *= 2;
+    shift_ = 60;
+    while (cap < 2 * n) {
+      cap *= 2;
+      --shift_;
+    }
     slots_.assign(cap, Slot{kEmpty, {}});
     mask_ = cap - 1;
   }
@@ -522,10 +526,12 @@ class MergeTable {
   static uint64_t key(int32_t a, int32_t b) {
     return (uint64_t{static_cast<uint32_t>(a)} << 32) | static_cast<uint32_t>(b);
   }
-  size_t hash(uint64_t k) const { return (k * 0x9E3779B97F4A7C15ull) >> 20 & mask_; }
+  // Fibonacci hashing: the top bits of the product depend on every bit of both ids.
+  size_t hash(uint64_t k) const { return (k * 0x9E3779B97F4A7C15ull) >> shift_; }
 
   std::vector<Slot> slots_;
   size_t mask_ = 0;
+  int shift_ = 60;
 };
 
 // Word (pre-token) -> ids. Real text repeats words, so most pieces skip BPE. One cache per
@@ -556,7 +562,7 @@ class WordCache {
   }
 
  private:
-  static constexpr size_t kCapacity = 1 << 16;
+  static constexpr size_t kCapacity = 1 << 15;  // a few MB per thread
   uint64_t owner_ = 0;
   StringMap<std::vector<int32_t>> map_;
 };
