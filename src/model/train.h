@@ -1,0 +1,63 @@
+// Training-time BLOOM on CPU: all weights as owned fp32 tensors, a forward pass that keeps what
+// the backward needs, and the backward itself in two modes (DESIGN §4):
+//  - full: every parameter gets a gradient (pretraining, fine-tuning baselines);
+//  - surgical: only the target heads' Q/K/V rows, qkv bias rows and dense input columns get
+//    gradients; no weight gradient is computed for any frozen tensor, and the backward stops at
+//    the lowest layer holding a target.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "model/model.h"
+
+namespace hs {
+
+struct TrainLayer {
+  std::vector<float> ln1_w, ln1_b, qkv_w, qkv_b, dense_w, dense_b, ln2_w, ln2_b, fc1_w, fc1_b,
+      fc2_w, fc2_b;
+};
+
+struct TrainWeights {
+  BloomConfig config;
+  std::vector<float> slopes;
+  std::vector<float> emb, emb_ln_w, emb_ln_b, lnf_w, lnf_b;
+  std::vector<TrainLayer> layers;
+
+  static TrainWeights from_model(Model& m);
+  // Canonical tensor name → its buffer, in checkpoint order (used to save and to compare).
+  std::vector<std::pair<std::string, std::vector<float>*>> named();
+  std::vector<std::pair<std::string, const std::vector<float>*>> named() const;
+};
+
+// A target head: its Q/K/V rows [h*3hd, (h+1)*3hd) of query_key_value and its input columns
+// [h*hd, (h+1)*hd) of dense.
+struct HeadRef {
+  int layer = 0, head = 0;
+  auto operator<=>(const HeadRef&) const = default;
+};
+
+// Gradients of a training step. In full mode `full` has the shape of TrainWeights; in surgical
+// mode only the per-target slices exist (compact: qkv rows [3hd, d], bias [3hd], dense
+// columns as [d, hd]).
+struct Gradients {
+  bool full_mode = false;
+  TrainWeights full;
+  std::vector<HeadRef> targets;
+  std::vector<std::vector<float>> qkv_rows, qkv_bias, dense_cols;
+
+  static Gradients surgical(const BloomConfig& c, std::vector<HeadRef> targets);
+  static Gradients all(const TrainWeights& w);
+  void zero();
+  // Every gradient buffer, for norms, clipping and the optimizer.
+  std::vector<std::vector<float>*> buffers();
+};
+
+// Forward + backward of one sequence; adds to g the gradient of
+//   sum_t weight * CE(logits[t], ids[t+1])  over t < T-1,
+// and returns that (weighted) loss sum. Thread-parallel inside each operation.
+double loss_and_grad(const TrainWeights& w, const std::vector<int32_t>& ids, double weight,
+                     Gradients& g);
+
+}  // namespace hs
