@@ -768,6 +768,20 @@ TEST_F(Safetensors, AbsurdHeaderLengthRejectedBeforeParsing) {
   EXPECT_HS_ERROR(SafetensorsFile(p), p, "absurd");
 }
 
+TEST_F(Safetensors, SizeOverflowAndReversedOffsets) {
+  const std::string p = (tmp_ / "bad.safetensors").string();
+  // Byte sizes that wrap around to exactly the (empty) span given: 2^62 * 4 and 2^32 * 2^32.
+  write_raw(p, R"({"a": {"dtype": "F32", "shape": [4611686018427387904], "data_offsets": [0, 0]}})",
+            0);
+  EXPECT_HS_ERROR(SafetensorsFile(p), p, "'a'", "too large");
+  write_raw(
+      p, R"({"a": {"dtype": "U8", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}})", 0);
+  EXPECT_HS_ERROR(SafetensorsFile(p), p, "'a'", "too large");
+  // Reversed offsets are reported as such, not as a size mismatch.
+  write_raw(p, R"({"a": {"dtype": "F32", "shape": [0], "data_offsets": [4, 0]}})", 8);
+  EXPECT_HS_ERROR(SafetensorsFile(p), p, "'a'", "begin 4 > end 0");
+}
+
 long resident_bytes() {
   std::ifstream f("/proc/self/statm");
   long size = 0, pages = 0;

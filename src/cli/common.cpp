@@ -11,50 +11,9 @@
 #include <sstream>
 
 #include "util/error.h"
+#include "util/files.h"
 
 namespace hs::cli {
-
-namespace {
-
-// Offset of the first invalid UTF-8 sequence, or npos.
-size_t first_invalid_utf8(const std::string& s) {
-  size_t i = 0;
-  const size_t n = s.size();
-  while (i < n) {
-    const unsigned char c = s[i];
-    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (len == 0 || i + len > n) return i;
-    uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
-    for (int k = 1; k < len; ++k) {
-      const unsigned char cc = s[i + k];
-      if ((cc >> 6) != 2) return i;
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    // Overlong forms, surrogates and values past U+10FFFF are invalid too.
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-        (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-      return i;
-    i += len;
-  }
-  return std::string::npos;
-}
-
-}  // namespace
-
-std::string read_file(const std::string& path, bool utf8) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) throw Error(path, "is a directory, expected a file");
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path, "cannot open file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  std::string s = ss.str();
-  if (utf8) {
-    const size_t bad = first_invalid_utf8(s);
-    if (bad != std::string::npos) throw Error(path, "invalid UTF-8 at byte " + std::to_string(bad));
-  }
-  return s;
-}
 
 void write_output(const std::string& path, const std::string& content) {
   if (path == "-") {

@@ -8,16 +8,17 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "util/files.h"
+
 namespace hs::cli {
 
 // Exit codes scripts can rely on (documented in the README).
 constexpr int kExitOk = 0;
-constexpr int kExitError = 1;  // bad input, missing file, numerical failure
-constexpr int kExitUsage = 2;  // command-line syntax
+constexpr int kExitError = 1;          // bad input, missing file, numerical failure
+constexpr int kExitUsage = 2;          // command-line syntax
+constexpr int kExitInterrupted = 130;  // Ctrl-C: state saved, resumable
 
-// Whole file as bytes; errors name the path. With utf8 = true, invalid UTF-8 is an error
-// ("PATH: invalid UTF-8 at byte N").
-std::string read_file(const std::string& path, bool utf8);
+using hs::read_file;
 // PATH written atomically (temp + fsync + rename); "-" writes to stdout.
 void write_output(const std::string& path, const std::string& content);
 // Fails early (before hours of work) when PATH cannot be an output file.
@@ -48,5 +49,12 @@ double seconds_since(std::chrono::steady_clock::time_point t0);
 void add_diagnose(CLI::App& app);
 void add_tokenize(CLI::App& app);
 void add_ppl(CLI::App& app);
+void add_plan(CLI::App& app);
+void add_repair(CLI::App& app);
+
+// Thrown by a subcommand to end the process with a code other than 0 after a clean stop.
+struct ExitCode {
+  int code;
+};
 
 }  // namespace hs::cli

@@ -20,12 +20,16 @@ int main(int argc, char** argv) {
   hs::cli::add_diagnose(app);
   hs::cli::add_tokenize(app);
   hs::cli::add_ppl(app);
+  hs::cli::add_plan(app);
+  hs::cli::add_repair(app);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);  // prints help / the usage error
     return rc == 0 ? hs::cli::kExitOk : hs::cli::kExitUsage;
+  } catch (const hs::cli::ExitCode& e) {
+    return e.code;
   } catch (const hs::Error& e) {
     std::cerr << "headsurgeon: error: " << e.what() << "\n";
     return hs::cli::kExitError;

@@ -8,7 +8,7 @@
 
 namespace hs {
 
-Diagnosis diagnose(Model& model, const Tokenizer& tok, const DiagnoseOptions& opts,
+Diagnosis diagnose(WeightSource& model, const Tokenizer& tok, const DiagnoseOptions& opts,
                    const std::string& model_name) {
   const BloomConfig& c = model.config();
   Diagnosis d;

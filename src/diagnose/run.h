@@ -20,7 +20,7 @@ struct DiagnoseOptions {
   std::function<void(int64_t layers_done, int64_t layers)> progress;
 };
 
-Diagnosis diagnose(Model& model, const Tokenizer& tok, const DiagnoseOptions& opts,
+Diagnosis diagnose(WeightSource& model, const Tokenizer& tok, const DiagnoseOptions& opts,
                    const std::string& model_name);
 
 }  // namespace hs

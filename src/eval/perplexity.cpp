@@ -9,7 +9,7 @@
 
 namespace hs {
 
-PerplexityResult perplexity(Model& model, const std::vector<std::vector<int32_t>>& seqs,
+PerplexityResult perplexity(WeightSource& model, const std::vector<std::vector<int32_t>>& seqs,
                             int64_t max_length,
                             const std::function<void(int64_t, int64_t)>& progress) {
   if (max_length < 2) throw Error("--max-length", "must be at least 2");

@@ -21,7 +21,7 @@ struct PerplexityResult {
 // Each sequence is cut into consecutive non-overlapping windows of at most max_length tokens,
 // each scored on its own (no context carried across windows). progress(done, total) is called
 // after each batch of windows.
-PerplexityResult perplexity(Model& model, const std::vector<std::vector<int32_t>>& seqs,
+PerplexityResult perplexity(WeightSource& model, const std::vector<std::vector<int32_t>>& seqs,
                             int64_t max_length,
                             const std::function<void(int64_t, int64_t)>& progress = {});
 

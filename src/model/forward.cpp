@@ -42,7 +42,7 @@ void block_forward(float* x, int64_t T, const BloomConfig& c, const LayerWeights
 // Vocabulary rows per lm_head chunk: bounds the fp32 logits of a chunk to ~T x 8192 floats.
 constexpr int64_t kVocabChunk = 8192;
 
-void lm_head(Model& model, const std::vector<std::vector<float>>& xf,
+void lm_head(WeightSource& model, const std::vector<std::vector<float>>& xf,
              const std::vector<std::vector<int32_t>>& seqs, const ForwardOptions& opts,
              std::vector<SequenceOutput>& out) {
   const int64_t d = model.config().hidden, V = model.config().vocab;
@@ -87,7 +87,8 @@ void lm_head(Model& model, const std::vector<std::vector<float>>& xf,
 
 }  // namespace
 
-std::vector<SequenceOutput> forward(Model& model, const std::vector<std::vector<int32_t>>& seqs,
+std::vector<SequenceOutput> forward(WeightSource& model,
+                                    const std::vector<std::vector<int32_t>>& seqs,
                                     const ForwardOptions& opts) {
   const BloomConfig& c = model.config();
   const int64_t d = c.hidden, H = c.n_head, L = c.n_layer;
@@ -101,8 +102,8 @@ std::vector<SequenceOutput> forward(Model& model, const std::vector<std::vector<
     Tmax = std::max(Tmax, T);
     x[i].resize(T * d);
     model.embed(seqs[i], x[i].data());
-    cpu::layernorm_forward<float>(x[i].data(), nullptr, nullptr, x[i].data(), model.emb_ln_w().data,
-                                  model.emb_ln_b().data, T, d, eps);
+    cpu::layernorm_forward<float>(x[i].data(), nullptr, nullptr, x[i].data(), model.emb_ln_w(),
+                                  model.emb_ln_b(), T, d, eps);
     if (opts.head_stats) {
       out[i].bos_mass.assign(L * H, 0);
       out[i].entropy.assign(L * H, 0);
@@ -139,8 +140,8 @@ std::vector<SequenceOutput> forward(Model& model, const std::vector<std::vector<
   if (!opts.logits && !opts.nll) return out;
   for (size_t i = 0; i < n; ++i) {
     const int64_t T = int64_t(seqs[i].size());
-    cpu::layernorm_forward<float>(x[i].data(), nullptr, nullptr, x[i].data(), model.lnf_w().data,
-                                  model.lnf_b().data, T, d, eps);
+    cpu::layernorm_forward<float>(x[i].data(), nullptr, nullptr, x[i].data(), model.lnf_w(),
+                                  model.lnf_b(), T, d, eps);
   }
   lm_head(model, x, seqs, opts, out);
   return out;

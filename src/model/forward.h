@@ -28,7 +28,8 @@ struct SequenceOutput {
   int64_t predicted = 0;                  // T - 1
 };
 
-std::vector<SequenceOutput> forward(Model& model, const std::vector<std::vector<int32_t>>& seqs,
+std::vector<SequenceOutput> forward(WeightSource& model,
+                                    const std::vector<std::vector<int32_t>>& seqs,
                                     const ForwardOptions& opts);
 
 }  // namespace hs

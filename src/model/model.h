@@ -26,32 +26,49 @@ struct LayerWeights {
   F32Tensor ln1_w, ln1_b, qkv_w, qkv_b, dense_w, dense_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b;
 };
 
+// What an inference pass needs from a set of weights, as fp32: a checkpoint on disk (Model) or
+// the weights of a run in progress (TrainWeights).
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual const BloomConfig& config() const = 0;
+  virtual const std::vector<float>& slopes() const = 0;
+  // The returned weights must not outlive the source.
+  virtual std::shared_ptr<const LayerWeights> layer(int64_t l) = 0;
+  // out[T, d] = word_embeddings[ids]; throws hs::Error for an id outside the vocabulary.
+  virtual void embed(std::span<const int32_t> ids, float* out) = 0;
+  virtual const float* emb_ln_w() const = 0;
+  virtual const float* emb_ln_b() const = 0;
+  virtual const float* lnf_w() const = 0;
+  virtual const float* lnf_b() const = 0;
+  // Calls fn(first_row, rows, data) over the tied output embedding in chunks of fp32 rows.
+  virtual void for_each_vocab_chunk(
+      int64_t chunk_rows, const std::function<void(int64_t, int64_t, const float*)>& fn) = 0;
+};
+
 struct ModelOptions {
   // Bytes of converted fp32 weights that may stay resident; -1 = half of MemAvailable.
   int64_t cache_bytes = -1;
 };
 
-class Model {
+class Model : public WeightSource {
  public:
   explicit Model(const std::string& spec, ModelOptions opts = {});
 
   const Checkpoint& checkpoint() const { return ckpt_; }
-  const BloomConfig& config() const { return ckpt_.config(); }
-  const std::vector<float>& slopes() const { return slopes_; }
+  const BloomConfig& config() const override { return ckpt_.config(); }
+  const std::vector<float>& slopes() const override { return slopes_; }
   // Whether all converted weights stay in memory (false = streaming layer by layer).
   bool resident() const { return resident_; }
 
-  // The returned weights must not outlive the Model.
-  std::shared_ptr<const LayerWeights> layer(int64_t l);
-  // out[T, d] = word_embeddings[ids]; throws hs::Error for an id outside the vocabulary.
-  void embed(std::span<const int32_t> ids, float* out);
-  const F32Tensor& emb_ln_w() const { return emb_ln_w_; }
-  const F32Tensor& emb_ln_b() const { return emb_ln_b_; }
-  const F32Tensor& lnf_w() const { return lnf_w_; }
-  const F32Tensor& lnf_b() const { return lnf_b_; }
-  // Calls fn(first_row, rows, data) over the tied output embedding in chunks of fp32 rows.
+  std::shared_ptr<const LayerWeights> layer(int64_t l) override;
+  void embed(std::span<const int32_t> ids, float* out) override;
+  const float* emb_ln_w() const override { return emb_ln_w_.data; }
+  const float* emb_ln_b() const override { return emb_ln_b_.data; }
+  const float* lnf_w() const override { return lnf_w_.data; }
+  const float* lnf_b() const override { return lnf_b_.data; }
   void for_each_vocab_chunk(int64_t chunk_rows,
-                            const std::function<void(int64_t, int64_t, const float*)>& fn);
+                            const std::function<void(int64_t, int64_t, const float*)>& fn) override;
 
  private:
   F32Tensor load(const std::string& name, F32Tensor&& reuse = {});

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "ops/cpu/ops.h"
+#include "util/error.h"
 
 namespace hs {
 
@@ -120,10 +121,10 @@ TrainWeights TrainWeights::from_model(Model& m) {
   m.for_each_vocab_chunk(kVocabChunk, [&](int64_t r0, int64_t rows, const float* E) {
     std::copy_n(E, rows * d, w.emb.data() + r0 * d);
   });
-  w.emb_ln_w = copy_of(m.emb_ln_w());
-  w.emb_ln_b = copy_of(m.emb_ln_b());
-  w.lnf_w = copy_of(m.lnf_w());
-  w.lnf_b = copy_of(m.lnf_b());
+  w.emb_ln_w.assign(m.emb_ln_w(), m.emb_ln_w() + d);
+  w.emb_ln_b.assign(m.emb_ln_b(), m.emb_ln_b() + d);
+  w.lnf_w.assign(m.lnf_w(), m.lnf_w() + d);
+  w.lnf_b.assign(m.lnf_b(), m.lnf_b() + d);
   for (int64_t l = 0; l < w.config.n_layer; ++l) {
     auto s = m.layer(l);
     w.layers.push_back({copy_of(s->ln1_w), copy_of(s->ln1_b), copy_of(s->qkv_w), copy_of(s->qkv_b),
@@ -198,6 +199,33 @@ std::vector<std::vector<float>*> Gradients::buffers() {
 
 void Gradients::zero() {
   for (auto* b : buffers()) std::fill(b->begin(), b->end(), 0.0f);
+}
+
+namespace {
+F32Tensor view(const std::vector<float>& v) { return {v.data(), {}, int64_t(v.size())}; }
+}  // namespace
+
+std::shared_ptr<const LayerWeights> TrainWeightsSource::layer(int64_t l) {
+  const TrainLayer& L = w_.layers[l];
+  return std::make_shared<const LayerWeights>(LayerWeights{
+      view(L.ln1_w), view(L.ln1_b), view(L.qkv_w), view(L.qkv_b), view(L.dense_w), view(L.dense_b),
+      view(L.ln2_w), view(L.ln2_b), view(L.fc1_w), view(L.fc1_b), view(L.fc2_w), view(L.fc2_b)});
+}
+
+void TrainWeightsSource::embed(std::span<const int32_t> ids, float* out) {
+  const int64_t d = w_.config.hidden;
+  for (size_t t = 0; t < ids.size(); ++t) {
+    if (ids[t] < 0 || ids[t] >= w_.config.vocab)
+      throw Error("token id " + std::to_string(ids[t]) + " is outside the vocabulary");
+    std::copy_n(w_.emb.data() + int64_t(ids[t]) * d, d, out + t * d);
+  }
+}
+
+void TrainWeightsSource::for_each_vocab_chunk(
+    int64_t chunk_rows, const std::function<void(int64_t, int64_t, const float*)>& fn) {
+  const int64_t d = w_.config.hidden, V = w_.config.vocab;
+  for (int64_t r = 0; r < V; r += chunk_rows)
+    fn(r, std::min(chunk_rows, V - r), w_.emb.data() + r * d);
 }
 
 double loss_and_grad(const TrainWeights& w, const std::vector<int32_t>& ids, double weight,

@@ -31,6 +31,25 @@ struct TrainWeights {
   std::vector<std::pair<std::string, const std::vector<float>*>> named() const;
 };
 
+// Inference (forward, diagnose, perplexity) on the weights of a run in progress.
+class TrainWeightsSource : public WeightSource {
+ public:
+  explicit TrainWeightsSource(TrainWeights& w) : w_(w) {}
+  const BloomConfig& config() const override { return w_.config; }
+  const std::vector<float>& slopes() const override { return w_.slopes; }
+  std::shared_ptr<const LayerWeights> layer(int64_t l) override;
+  void embed(std::span<const int32_t> ids, float* out) override;
+  const float* emb_ln_w() const override { return w_.emb_ln_w.data(); }
+  const float* emb_ln_b() const override { return w_.emb_ln_b.data(); }
+  const float* lnf_w() const override { return w_.lnf_w.data(); }
+  const float* lnf_b() const override { return w_.lnf_b.data(); }
+  void for_each_vocab_chunk(int64_t chunk_rows,
+                            const std::function<void(int64_t, int64_t, const float*)>& fn) override;
+
+ private:
+  TrainWeights& w_;
+};
+
 // A target head: its Q/K/V rows [h*3hd, (h+1)*3hd) of query_key_value and its input columns
 // [h*hd, (h+1)*hd) of dense.
 struct HeadRef {

@@ -1,0 +1,64 @@
+// headsurgeon repair MODEL --plan plan.json --corpus PATH -o RUN_DIR
+#include "cli/common.h"
+#include "surgery/repair.h"
+
+namespace hs::cli {
+
+void add_repair(CLI::App& app) {
+  auto o = std::make_shared<RepairOptions>();
+  auto init = std::make_shared<std::string>("xavier-normal");
+  auto no_reinit = std::make_shared<bool>(false);
+  CLI::App* sub = app.add_subcommand(
+      "repair",
+      "Surgical repair (the paper's method): re-initialise the plan's target heads (Q/K/V rows "
+      "Xavier, qkv bias and dense input columns zeroed) and train only those slices, "
+      "everything else frozen. Evaluates every --eval-every epochs (diagnosis, heads woken, "
+      "drift of watched heads, train/held-out PPL, generations), keeps HF checkpoints, stops "
+      "early. Ctrl-C saves a resumable state; --resume continues bit for bit.");
+  sub->add_option("MODEL", o->model, "checkpoint directory or hub id in the local cache")
+      ->required();
+  sub->add_option("--plan", o->plan, "plan JSON (headsurgeon plan, or written by hand)")
+      ->required();
+  sub->add_option("--corpus", o->corpus, "UTF-8 text files or folders (repeatable)")->required();
+  sub->add_option("-o,--out", o->out_dir, "run directory")->required();
+  sub->add_option("--epochs", o->epochs, "epochs over the corpus")->capture_default_str();
+  sub->add_option("--lr", o->lr, "AdamW learning rate")->capture_default_str();
+  sub->add_option("--accum", o->accum, "sequences per optimizer step (gradient accumulation)")
+      ->capture_default_str();
+  sub->add_option("--seq", o->seq, "tokens per training sequence")->capture_default_str();
+  sub->add_option("--warmup", o->warmup, "warm-up steps (-1: min(100, total/4))")
+      ->capture_default_str();
+  sub->add_option("--clip", o->clip, "clip the global gradient norm at this value")
+      ->capture_default_str();
+  sub->add_option("--eval-every", o->eval_every, "evaluate and checkpoint every N epochs")
+      ->capture_default_str();
+  sub->add_option("--eval-steps", o->eval_steps, "also every N optimizer steps (0: off)")
+      ->capture_default_str();
+  sub->add_option("--patience", o->patience,
+                  "stop when held-out PPL has not improved for this many evaluations")
+      ->capture_default_str();
+  sub->add_option("--seed", o->seed, "seed of re-initialisation and shuffling")
+      ->capture_default_str();
+  sub->add_option("--init", *init, "xavier-normal (the paper) or xavier-uniform (its code)")
+      ->check(CLI::IsMember({"xavier-normal", "xavier-uniform"}))
+      ->capture_default_str();
+  sub->add_flag("--no-reinit", *no_reinit,
+                "gradient-only control: same masks, no re-initialisation");
+  sub->add_option("--heldout", o->heldout,
+                  "held-out prompts, one per line (default: the paper's 12 prompts)");
+  sub->add_flag("--resume", o->resume, "continue the run in RUN_DIR from its saved state");
+  sub->add_option("--gen-tokens", o->gen_tokens, "tokens per sample generation at evaluations")
+      ->capture_default_str();
+  sub->add_flag("-q,--quiet", o->quiet, "no progress lines");
+  sub->add_option("--interrupt-after-steps", o->interrupt_after_steps,
+                  "testing: act as if Ctrl-C arrived after this step")
+      ->group("");
+  sub->callback([o, init, no_reinit] {
+    o->init = *init == "xavier-uniform" ? InitKind::XavierUniform : InitKind::XavierNormal;
+    o->reinit = !*no_reinit;
+    const int rc = run_repair(*o);
+    if (rc != 0) throw ExitCode(rc);
+  });
+}
+
+}  // namespace hs::cli

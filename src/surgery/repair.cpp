@@ -1,0 +1,416 @@
+#include "surgery/repair.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "diagnose/run.h"
+#include "eval/generate.h"
+#include "eval/heldout.h"
+#include "eval/perplexity.h"
+#include "io/safetensors.h"
+#include "model/save.h"
+#include "surgery/optimizer.h"
+#include "surgery/plan.h"
+#include "text/tokenizer.h"
+#include "util/error.h"
+#include "util/files.h"
+
+namespace hs {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_signal(int) { g_interrupted = true; }
+
+// Every regular file under the given paths, folders walked recursively in sorted order.
+std::vector<std::string> corpus_files(const std::vector<std::string>& paths) {
+  std::vector<std::string> files;
+  for (const auto& p : paths) {
+    std::error_code ec;
+    if (fs::is_directory(p, ec)) {
+      std::vector<std::string> found;
+      for (const auto& e : fs::recursive_directory_iterator(p, ec))
+        if (e.is_regular_file()) found.push_back(e.path().string());
+      std::sort(found.begin(), found.end());
+      if (found.empty()) throw Error(p, "corpus folder holds no files");
+      files.insert(files.end(), found.begin(), found.end());
+    } else if (fs::is_regular_file(p, ec)) {
+      files.push_back(p);
+    } else {
+      throw Error(p, "corpus path does not exist");
+    }
+  }
+  return files;
+}
+
+// The corpus as one token stream (files joined by </s>), cut into seq-token chunks.
+std::vector<std::vector<int32_t>> corpus_chunks(const std::vector<std::string>& paths,
+                                                const Tokenizer& tok, int64_t eos, int seq) {
+  std::vector<int32_t> stream;
+  for (const auto& f : corpus_files(paths)) {
+    const std::string text = read_file(f, true);
+    if (text.empty()) continue;
+    if (!stream.empty()) stream.push_back(int32_t(eos));
+    const auto ids = tok.encode(text);
+    stream.insert(stream.end(), ids.begin(), ids.end());
+  }
+  const std::string where = paths.size() == 1 ? paths[0] : "corpus";
+  if (stream.empty()) throw Error(where, "the corpus is empty");
+  if (int64_t(stream.size()) < seq)
+    throw Error(where, "the corpus has " + std::to_string(stream.size()) +
+                           " tokens, fewer than one chunk of --seq " + std::to_string(seq));
+  std::vector<std::vector<int32_t>> chunks;
+  for (size_t p = 0; p + size_t(seq) <= stream.size(); p += size_t(seq))
+    chunks.emplace_back(stream.begin() + p, stream.begin() + p + seq);
+  return chunks;
+}
+
+// Epoch e's order of the chunks: a Fisher-Yates shuffle seeded from (seed, e), written out
+// because std::shuffle's algorithm differs between standard libraries.
+std::vector<size_t> epoch_order(size_t n, uint64_t seed, int64_t epoch) {
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + uint64_t(epoch) + 1);
+  for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[rng() % i]);
+  return order;
+}
+
+struct RunState {
+  int64_t step = 0;            // optimizer steps done
+  double best_ppl = INFINITY;  // best held-out PPL so far
+  int64_t best_step = -1;
+  int evals_since_best = 0;
+  double loss_sum = 0;  // training loss since the last evaluation
+  int64_t loss_count = 0;
+  nlohmann::json trajectory = nlohmann::json::array();
+};
+
+void write_text_atomic(const fs::path& p, const std::string& text) {
+  const fs::path tmp = p.string() + ".tmp-" + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    if (!(f << text) || !f.flush()) throw Error(p.string(), "write failed");
+  }
+  fs::rename(tmp, p);
+}
+
+// Resumable state: the trainable slices (fp32 masters), Adam moments, counters. Written to a
+// fresh folder, then swapped in, so a crash mid-write leaves the previous state intact.
+void save_state(const fs::path& run, TargetSlices& slices, AdamW& opt, const RunState& st,
+                const nlohmann::json& options) {
+  const fs::path dir = run / "state", tmp = run / ("state.tmp-" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  std::vector<TensorToWrite> ts;
+  auto bufs = slices.buffers();
+  for (size_t k = 0; k < bufs.size(); ++k) {
+    const int64_t n = int64_t(bufs[k]->size());
+    ts.push_back({"slice." + std::to_string(k), DType::F32, {n}, bufs[k]->data(), size_t(n) * 4});
+    ts.push_back(
+        {"adam_m." + std::to_string(k), DType::F32, {n}, opt.m()[k].data(), size_t(n) * 4});
+    ts.push_back(
+        {"adam_v." + std::to_string(k), DType::F32, {n}, opt.v()[k].data(), size_t(n) * 4});
+  }
+  write_safetensors((tmp / "state.safetensors").string(), ts);
+  const nlohmann::json j = {{"step", st.step},
+                            {"adam_steps", opt.steps()},
+                            {"best_ppl", std::isfinite(st.best_ppl) ? nlohmann::json(st.best_ppl)
+                                                                    : nlohmann::json(nullptr)},
+                            {"best_step", st.best_step},
+                            {"evals_since_best", st.evals_since_best},
+                            {"loss_sum", st.loss_sum},
+                            {"loss_count", st.loss_count},
+                            {"trajectory", st.trajectory},
+                            {"options", options}};
+  std::ofstream(tmp / "state.json") << j.dump(1) << "\n";
+  const fs::path old = run / ("state.old-" + std::to_string(::getpid()));
+  if (fs::exists(dir)) fs::rename(dir, old);
+  fs::rename(tmp, dir);
+  fs::remove_all(old);
+}
+
+void load_state(const fs::path& run, TargetSlices& slices, AdamW& opt, RunState& st,
+                const nlohmann::json& options) {
+  const fs::path jp = run / "state" / "state.json";
+  if (!fs::exists(jp)) throw Error(jp.string(), "no resumable state in this run directory");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(jp.string(), true));
+  } catch (const nlohmann::json::exception&) {
+    throw Error(jp.string(), "not valid JSON");
+  }
+  // Resuming with other settings would not continue the same run.
+  for (const char* k : {"lr", "accum", "seq", "epochs", "warmup", "clip", "seed", "reinit", "init",
+                        "eval_every", "eval_steps", "patience"})
+    if (j["options"][k] != options[k])
+      throw Error(jp.string(), std::string("option --") + k + " was " + j["options"][k].dump() +
+                                   " in this run, now " + options[k].dump() +
+                                   ": resume with the same settings");
+  SafetensorsFile f((run / "state" / "state.safetensors").string());
+  auto bufs = slices.buffers();
+  auto read_into = [&](const std::string& name, std::vector<float>& dst) {
+    const TensorView* t = f.find(name);
+    if (!t || t->dtype != DType::F32 || size_t(t->numel()) != dst.size())
+      throw Error(f.path(), "tensor '" + name + "' missing or of the wrong size for this plan");
+    std::memcpy(dst.data(), t->data, dst.size() * 4);
+  };
+  for (size_t k = 0; k < bufs.size(); ++k) {
+    read_into("slice." + std::to_string(k), *bufs[k]);
+    read_into("adam_m." + std::to_string(k), opt.m()[k]);
+    read_into("adam_v." + std::to_string(k), opt.v()[k]);
+  }
+  st.step = j["step"];
+  opt.set_steps(j["adam_steps"]);
+  st.best_ppl = j["best_ppl"].is_null() ? INFINITY : j["best_ppl"].get<double>();
+  st.best_step = j["best_step"];
+  st.evals_since_best = j["evals_since_best"];
+  st.loss_sum = j["loss_sum"];
+  st.loss_count = j["loss_count"];
+  st.trajectory = j["trajectory"];
+}
+
+const char* kGenPrompts[] = {"The meaning of", "def main():"};
+
+}  // namespace
+
+int run_repair(const RepairOptions& o) {
+  const auto t_start = std::chrono::steady_clock::now();
+  auto since_start = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  };
+  if (o.seq < 2) throw Error("--seq", "must be at least 2");
+  if (o.accum < 1 || o.epochs < 1) throw Error("--accum/--epochs", "must be at least 1");
+  if (!(o.lr > 0) || !(o.clip > 0)) throw Error("--lr/--clip", "must be positive");
+  if (o.eval_every < 1) throw Error("--eval-every", "must be at least 1 epoch");
+
+  Model model(o.model);
+  const BloomConfig& c = model.config();
+  const std::string tok_path = model.checkpoint().tokenizer_path();
+  const Tokenizer tok = Tokenizer::from_file(tok_path);
+  nlohmann::json plan_json;
+  try {
+    plan_json = nlohmann::json::parse(read_file(o.plan, true));
+  } catch (const nlohmann::json::exception&) {
+    throw Error(o.plan, "not valid JSON");
+  }
+  const Plan plan = Plan::from_json(plan_json, o.plan, int(c.n_layer), int(c.n_head));
+  const auto targets = plan.target_list();
+  const auto chunks = corpus_chunks(o.corpus, tok, c.eos_id, o.seq);
+  std::vector<std::string> heldout = heldout_prompts();
+  if (!o.heldout.empty()) {
+    heldout.clear();
+    std::istringstream in(read_file(o.heldout, true));
+    for (std::string line; std::getline(in, line);)
+      if (line.find_first_not_of(" \t\r") != std::string::npos) heldout.push_back(line);
+    if (heldout.empty()) throw Error(o.heldout, "no held-out text (one prompt per line)");
+  }
+  std::vector<std::vector<int32_t>> heldout_ids;
+  for (const auto& h : heldout) heldout_ids.push_back(tok.encode(h));
+
+  const fs::path run(o.out_dir);
+  if (!o.resume && fs::exists(run / "state"))
+    throw Error(o.out_dir, "already holds a run: use --resume to continue it, or another -o");
+  fs::create_directories(run / "checkpoints");
+
+  const int64_t steps_per_epoch = (int64_t(chunks.size()) + o.accum - 1) / o.accum;
+  const int64_t total = steps_per_epoch * o.epochs;
+  const int64_t warmup = o.warmup >= 0 ? o.warmup : default_warmup(total);
+  const nlohmann::json options = {
+      {"model", o.model},
+      {"plan", o.plan},
+      {"corpus", o.corpus},
+      {"lr", o.lr},
+      {"accum", o.accum},
+      {"seq", o.seq},
+      {"epochs", o.epochs},
+      {"warmup", warmup},
+      {"clip", o.clip},
+      {"seed", o.seed},
+      {"reinit", o.reinit},
+      {"init", o.init == InitKind::XavierNormal ? "xavier-normal" : "xavier-uniform"},
+      {"eval_every", o.eval_every},
+      {"eval_steps", o.eval_steps},
+      {"patience", o.patience},
+      {"chunks", chunks.size()},
+      {"steps_per_epoch", steps_per_epoch},
+      {"total_steps", total}};
+
+  // Baseline diagnosis of the input model: the reference for drift of the watched heads.
+  DiagnoseOptions dopt;
+  dopt.bos = plan.bos;
+  const Diagnosis before = diagnose(model, tok, dopt, o.model);
+  TrainWeights w = TrainWeights::from_model(model);
+  if (o.reinit) reinitialize(w, targets, o.init, o.seed);
+  TargetSlices slices = TargetSlices::gather(w, targets);
+  std::vector<size_t> sizes;
+  for (auto* b : slices.buffers()) sizes.push_back(b->size());
+  AdamW opt({o.lr, 0.9, 0.999, 1e-8, 0.0}, sizes);
+  RunState st;
+  if (o.resume) {
+    load_state(run, slices, opt, st, options);
+    slices.scatter(w);
+  } else {
+    write_text_atomic(run / "plan.json", plan.to_json().dump(1) + "\n");
+    write_text_atomic(run / "config.json", options.dump(1) + "\n");
+  }
+  Gradients grads = Gradients::surgical(c, targets);
+  TrainWeightsSource source(w);
+
+  // A fixed sample of chunks for the training PPL.
+  std::vector<std::vector<int32_t>> train_sample;
+  for (size_t i : epoch_order(chunks.size(), o.seed ^ 0x5A5A, -1))
+    if (int(train_sample.size()) < o.train_ppl_chunks) train_sample.push_back(chunks[i]);
+
+  auto evaluate = [&](int64_t epoch_done) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const Diagnosis now = diagnose(source, tok, dopt, o.out_dir);
+    int woken = 0;
+    for (const HeadRef& t : targets) woken += now.class_of(t.layer, t.head) == HeadClass::Healthy;
+    nlohmann::json drift = nlohmann::json::array();
+    for (const HeadRef& h : plan.watch_list()) {
+      const double delta = now.at(h.layer, h.head).bos_mass - before.at(h.layer, h.head).bos_mass;
+      if (std::abs(delta) > 0.05)
+        drift.push_back({{"layer", h.layer}, {"head", h.head}, {"delta", delta}});
+    }
+    const double train_ppl = perplexity(source, train_sample, o.seq).ppl;
+    const double heldout_ppl = perplexity(source, heldout_ids, 1 << 20).ppl;
+    nlohmann::json gens = nlohmann::json::array();
+    for (const char* p : kGenPrompts) {
+      const auto ids = greedy_generate(source, tok.encode(p), o.gen_tokens);
+      gens.push_back({{"prompt", p}, {"text", tok.decode(ids)}});
+    }
+    nlohmann::json e = {
+        {"epoch", epoch_done},
+        {"step", st.step},
+        {"tokens", st.step * int64_t(o.accum) * o.seq},
+        {"train_loss", st.loss_count ? nlohmann::json(st.loss_sum / double(st.loss_count))
+                                     : nlohmann::json(nullptr)},
+        {"train_ppl", train_ppl},
+        {"heldout_ppl", heldout_ppl},
+        {"heads_woken", woken},
+        {"targets", targets.size()},
+        {"frozen_watched", plan.watch_list().size()},
+        {"frozen_drift", drift.size()},
+        {"frozen_drift_heads", drift},
+        {"summary", to_json(now)["summary"]},
+        {"generations", gens},
+        {"seconds", since_start()},
+        {"eval_seconds",
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
+    st.trajectory.push_back(e);
+    st.loss_sum = 0;
+    st.loss_count = 0;
+    const std::string ck = (run / "checkpoints" / ("step-" + std::to_string(st.step))).string();
+    save_checkpoint(ck, w, model.checkpoint().config_json(), model.checkpoint().weight_dtype(),
+                    tok_path);
+    if (heldout_ppl < st.best_ppl) {
+      st.best_ppl = heldout_ppl;
+      st.best_step = st.step;
+      st.evals_since_best = 0;
+      save_checkpoint((run / "best").string(), w, model.checkpoint().config_json(),
+                      model.checkpoint().weight_dtype(), tok_path);
+    } else {
+      ++st.evals_since_best;
+    }
+    write_text_atomic(run / "trajectory.json", st.trajectory.dump(1) + "\n");
+    save_state(run, slices, opt, st, options);
+    if (!o.quiet)
+      std::fprintf(
+          stderr,
+          "eval step %lld (epoch %lld): woken %d/%zu, frozen drift %zu/%zu, train ppl %.3f, "
+          "held-out ppl %.3f%s\n",
+          (long long)st.step, (long long)epoch_done, woken, targets.size(), drift.size(),
+          plan.watch_list().size(), train_ppl, heldout_ppl,
+          st.best_step == st.step ? " (best)" : "");
+  };
+
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  g_interrupted = false;
+  if (!o.quiet)
+    std::fprintf(stderr,
+                 "repair: %zu target heads in %zu layers, %zu chunks of %d tokens, %lld steps "
+                 "(%lld per epoch, warm-up %lld)%s\n",
+                 targets.size(), plan.targets.size(), chunks.size(), o.seq, (long long)total,
+                 (long long)steps_per_epoch, (long long)warmup,
+                 o.resume ? (", resuming at step " + std::to_string(st.step)).c_str() : "");
+  const auto t_train = std::chrono::steady_clock::now();
+  const int64_t step0 = st.step;
+  auto last_print = t_train;  // progress lines at most every 2 s
+  bool stopped_early = false;
+  while (st.step < total && !stopped_early) {
+    const int64_t epoch = st.step / steps_per_epoch, in_epoch = st.step % steps_per_epoch;
+    const auto order = epoch_order(chunks.size(), o.seed, epoch);
+    const size_t first = size_t(in_epoch) * size_t(o.accum);
+    const size_t last = std::min(order.size(), first + size_t(o.accum));
+    grads.zero();
+    double loss = 0;
+    const double n_micro = double(last - first);
+    for (size_t i = first; i < last; ++i)
+      loss += loss_and_grad(w, chunks[order[i]], 1.0 / (n_micro * (o.seq - 1)), grads);
+    if (!std::isfinite(loss))
+      throw Error(o.out_dir, "loss became " + std::to_string(loss) + " at step " +
+                                 std::to_string(st.step + 1) +
+                                 ": stopped; the last checkpoint and state are intact");
+    clip_grad_norm(grads.buffers(), o.clip);
+    const double lr = o.lr * lr_factor(st.step, warmup, total);
+    opt.step(slices.buffers(), grads.buffers(), lr);
+    slices.scatter(w);
+    ++st.step;
+    st.loss_sum += loss;
+    ++st.loss_count;
+    const double since_print =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - last_print).count();
+    if (!o.quiet && (since_print >= 2.0 || st.step == total)) {
+      last_print = std::chrono::steady_clock::now();
+      const double el =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t_train).count();
+      const double tps = double(st.step - step0) * n_micro * o.seq / el;
+      const double eta = el / double(st.step - step0) * double(total - st.step);
+      std::fprintf(stderr, "step %lld/%lld epoch %lld loss %.4f lr %.3g %.0f tok/s ETA %.0fs\n",
+                   (long long)st.step, (long long)total, (long long)epoch + 1, loss, lr, tps, eta);
+    }
+    const bool epoch_end = st.step % steps_per_epoch == 0;
+    const int64_t epochs_done = st.step / steps_per_epoch;
+    if ((epoch_end && epochs_done % o.eval_every == 0) ||
+        (o.eval_steps > 0 && st.step % o.eval_steps == 0) || st.step == total) {
+      evaluate(epochs_done);
+      stopped_early = st.evals_since_best >= o.patience;
+      if (stopped_early && !o.quiet)
+        std::fprintf(stderr, "early stop: held-out PPL has not improved for %d evaluations\n",
+                     o.patience);
+    }
+    if (o.interrupt_after_steps > 0 && st.step == o.interrupt_after_steps) g_interrupted = true;
+    if (g_interrupted) {
+      save_state(run, slices, opt, st, options);
+      std::fprintf(stderr, "interrupted: state saved at step %lld; continue with --resume\n",
+                   (long long)st.step);
+      std::signal(SIGINT, SIG_DFL);
+      std::signal(SIGTERM, SIG_DFL);
+      return 130;
+    }
+  }
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  save_checkpoint((run / "final").string(), w, model.checkpoint().config_json(),
+                  model.checkpoint().weight_dtype(), tok_path);
+  if (!o.quiet)
+    std::fprintf(stderr, "done: %lld steps, best held-out PPL %.3f at step %lld, %s\n",
+                 (long long)st.step, st.best_ppl, (long long)st.best_step, o.out_dir.c_str());
+  return 0;
+}
+
+}  // namespace hs

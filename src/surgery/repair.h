@@ -1,0 +1,41 @@
+// The surgical repair run (DESIGN §1, §4): re-initialise the target heads, train only their
+// slices on a corpus, evaluate every few epochs, keep checkpoints, stop early; resumable and
+// safe to interrupt.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "surgery/slices.h"
+
+namespace hs {
+
+struct RepairOptions {
+  std::string model, plan, out_dir;
+  std::vector<std::string> corpus;  // files or folders (recursively, sorted)
+  int epochs = 30;
+  double lr = 5e-5;
+  int accum = 8, seq = 512;
+  int64_t warmup = -1;  // -1 = min(100, total_steps / 4)
+  double clip = 1.0;
+  int eval_every = 3;      // epochs
+  int64_t eval_steps = 0;  // also every N optimizer steps (sub-epoch sweeps); 0 = off
+  int patience = 6;        // evaluations without held-out improvement before stopping
+  uint64_t seed = 0;
+  InitKind init = InitKind::XavierNormal;
+  bool reinit = true;
+  std::string heldout;  // file with one prompt per line; empty = the paper's 12 prompts
+  bool resume = false;
+  int train_ppl_chunks = 8;  // fixed sample of corpus chunks for the training PPL
+  int gen_tokens = 16;
+  bool quiet = false;
+  int64_t interrupt_after_steps = 0;  // testing: behave as if Ctrl-C came after this step
+};
+
+// Returns the process exit code: 0 finished (or stopped early), 130 interrupted (state saved).
+// Bad input throws hs::Error naming the file; a NaN/inf loss throws after keeping the last good
+// checkpoint and state.
+int run_repair(const RepairOptions& o);
+
+}  // namespace hs

@@ -1,0 +1,185 @@
+// End-to-end surgery through the binary: plan, repair, checkpoints, resume, bad inputs.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "io/safetensors.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kTiny8 = std::string(HS_TEST_DATA) + "/golden/models/tiny8";
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+class Repair : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("hs_repair_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    std::mt19937 rng(1);
+    const char* words[] = {"the", "cat", "sat",  "on",   "a",    "mat", "while", "dogs",
+                           "ran", "far", "away", "from", "home", "and", "birds", "sang"};
+    std::string text;
+    for (int i = 0; i < 1500; ++i) text += std::string(words[rng() % 16]) + " ";
+    write("corpus.txt", text);
+    write("plan.json", R"({"targets": {"0": [7], "2": [4, 6]}, "frozen_watch": {"2": [5]}})");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  int run(const std::string& args, std::string* err = nullptr) {
+    const std::string e = (dir_ / "stderr").string();
+    const int st =
+        std::system((std::string(HS_BINARY) + " " + args + " >/dev/null 2>" + e).c_str());
+    if (err) *err = slurp(e);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  }
+  void write(const std::string& name, const std::string& content) {
+    std::ofstream(dir_ / name, std::ios::binary) << content;
+  }
+  std::string repair_args(const std::string& out, int epochs = 3, const char* lr = "1e-2") {
+    return "repair " + kTiny8 + " --plan " + (dir_ / "plan.json").string() + " --corpus " +
+           (dir_ / "corpus.txt").string() + " -o " + (dir_ / out).string() +
+           " --seq 32 --accum 4 --eval-every 1 --gen-tokens 4 -q --epochs " +
+           std::to_string(epochs) + " --lr " + lr;
+  }
+  fs::path dir_;
+};
+
+TEST_F(Repair, TrainsOnlyTheTargetSlicesAndWritesLoadableCheckpoints) {
+  std::string err;
+  ASSERT_EQ(run(repair_args("run"), &err), 0) << err;
+  const auto traj = nlohmann::json::parse(slurp(dir_ / "run/trajectory.json"));
+  ASSERT_EQ(traj.size(), 3u);  // one evaluation per epoch
+  EXPECT_LT(double(traj[2]["train_loss"]), double(traj[0]["train_loss"]));
+  for (const char* k :
+       {"epoch", "step", "train_ppl", "heldout_ppl", "heads_woken", "frozen_drift", "generations"})
+    EXPECT_TRUE(traj[0].contains(k)) << k;
+  for (const char* d : {"run/best", "run/final", "run/checkpoints/step-38"})
+    EXPECT_TRUE(fs::exists(dir_ / d / "model.safetensors")) << d;
+
+  // Byte-identical everywhere but the target slices; every target slice changed.
+  hs::SafetensorsFile in(kTiny8 + "/model.safetensors");
+  hs::SafetensorsFile out((dir_ / "run/final/model.safetensors").string());
+  const int64_t d = 64, hd = 8;
+  const std::map<int, std::vector<int>> targets = {{0, {7}}, {2, {4, 6}}};
+  for (const auto& [name, a] : in.tensors()) {
+    const hs::TensorView* b = out.find(name);
+    ASSERT_TRUE(b) << name;
+    ASSERT_EQ(a.nbytes, b->nbytes) << name;
+    const auto* pa = reinterpret_cast<const float*>(a.data);
+    const auto* pb = reinterpret_cast<const float*>(b->data);
+    int layer = -1;
+    std::sscanf(name.c_str(), "transformer.h.%d.", &layer);
+    auto target_heads = targets.count(layer) ? targets.at(layer) : std::vector<int>{};
+    auto in_slice = [&](int64_t i) {
+      for (int h : target_heads) {
+        if (name.ends_with("query_key_value.weight") && i / d >= h * 3 * hd &&
+            i / d < (h + 1) * 3 * hd)
+          return true;
+        if (name.ends_with("query_key_value.bias") && i >= h * 3 * hd && i < (h + 1) * 3 * hd)
+          return true;
+        if (name.ends_with("self_attention.dense.weight") && i % d >= h * hd &&
+            i % d < (h + 1) * hd)
+          return true;
+      }
+      return false;
+    };
+    int64_t changed_in = 0, slice_n = 0;
+    for (int64_t i = 0; i < a.numel(); ++i) {
+      if (in_slice(i)) {
+        ++slice_n;
+        changed_in += pa[i] != pb[i];
+      } else {
+        ASSERT_EQ(std::memcmp(&pa[i], &pb[i], 4), 0) << name << " element " << i;
+      }
+    }
+    if (slice_n > 0) {
+      EXPECT_GT(changed_in, slice_n * 9 / 10) << name;
+    }
+  }
+  // The checkpoint loads back and diagnoses.
+  EXPECT_EQ(run("diagnose " + (dir_ / "run/final").string() + " -q"), 0);
+}
+
+TEST_F(Repair, InterruptAndResumeIsBitForBit) {
+  std::string err;
+  ASSERT_EQ(run(repair_args("a"), &err), 0) << err;
+  EXPECT_EQ(run(repair_args("b") + " --interrupt-after-steps 17", &err), 130) << err;
+  EXPECT_NE(err.find("--resume"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(dir_ / "b/final"));
+  // Without --resume the run directory is protected.
+  EXPECT_EQ(run(repair_args("b"), &err), 1);
+  EXPECT_NE(err.find("--resume"), std::string::npos) << err;
+  // Other settings cannot resume it.
+  EXPECT_EQ(run(repair_args("b", 3, "2e-2") + " --resume", &err), 1);
+  ASSERT_EQ(run(repair_args("b") + " --resume", &err), 0) << err;
+  EXPECT_EQ(slurp(dir_ / "a/final/model.safetensors"), slurp(dir_ / "b/final/model.safetensors"));
+  EXPECT_EQ(slurp(dir_ / "a/best/model.safetensors"), slurp(dir_ / "b/best/model.safetensors"));
+}
+
+TEST_F(Repair, NoReinitControlStartsFromTheStockHeads) {
+  std::string err;
+  ASSERT_EQ(run(repair_args("c", 1) + " --no-reinit", &err), 0) << err;
+  ASSERT_EQ(run(repair_args("r", 1), &err), 0) << err;
+  EXPECT_NE(slurp(dir_ / "c/final/model.safetensors"), slurp(dir_ / "r/final/model.safetensors"));
+}
+
+TEST_F(Repair, BadInputsGiveOneClearLine) {
+  auto expect_error = [&](const std::string& args, const std::string& needle) {
+    std::string err;
+    EXPECT_EQ(run(args, &err), 1) << args;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    EXPECT_NE(err.find(needle), std::string::npos) << needle << " in: " << err;
+  };
+  write("plan.json", R"({"targets": {"0": [8]}})");
+  expect_error(repair_args("x"), "head 8 does not exist");
+  write("plan.json", R"({"targets": {"3": [1]}})");
+  expect_error(repair_args("x"), "layer '3' does not exist");
+  write("plan.json", R"({"targets": {}})");
+  expect_error(repair_args("x"), "no target heads");
+  write("plan.json", R"({"targets": {"0": [1]}})");
+  write("corpus.txt", "");
+  expect_error(repair_args("x"), "empty");
+  write("corpus.txt", "too short");
+  expect_error(repair_args("x"), "fewer than one chunk");
+  write("corpus.txt", std::string("bad \xff utf8", 10));
+  expect_error(repair_args("x"), "invalid UTF-8");
+}
+
+TEST_F(Repair, PlanFromADiagnosis) {
+  // A random model has no collapsed heads: a low sink threshold makes some heads "sick".
+  const std::string diag = (dir_ / "d.json").string(), plan = (dir_ / "p.json").string();
+  ASSERT_EQ(run("diagnose " + kTiny8 + " -q --sink 0.04 --json " + diag), 0);
+  std::string err;
+  ASSERT_EQ(run("plan " + diag + " --all-sick -o " + plan, &err), 0) << err;
+  const auto dj = nlohmann::json::parse(slurp(diag));
+  const auto pj = nlohmann::json::parse(slurp(plan));
+  int sick = 0;
+  for (const auto& h : dj["heads_detail"]) sick += h["class"] != "healthy";
+  ASSERT_GT(sick, 0);
+  EXPECT_EQ(int(pj["target_count"]), sick);
+  ASSERT_EQ(run("plan " + diag + " --band 5-7 --extra-columns 0 -o " + plan, &err), 0) << err;
+  const auto pb = nlohmann::json::parse(slurp(plan));
+  for (auto& [l, heads] : pb["targets"].items())
+    for (int h : heads) EXPECT_TRUE(h == 0 || (h >= 5 && h <= 7)) << h;
+  EXPECT_EQ(run("plan " + diag + " --band 9-3 -o " + plan, &err), 1);
+  EXPECT_NE(err.find("--band"), std::string::npos);
+}
+
+}  // namespace
