@@ -3,6 +3,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -160,6 +162,32 @@ TEST_F(Repair, BadInputsGiveOneClearLine) {
   expect_error(repair_args("x"), "fewer than one chunk");
   write("corpus.txt", std::string("bad \xff utf8", 10));
   expect_error(repair_args("x"), "invalid UTF-8");
+}
+
+TEST_F(Repair, NonFiniteLossStopsWithAClearError) {
+  // ln_f.weight = NaN: the diagnosis (which never reaches ln_f) works, the training loss is NaN.
+  const fs::path m = dir_ / "nan_model";
+  fs::create_directories(m);
+  for (const char* f : {"config.json", "tokenizer.json"}) fs::copy(kTiny8 + "/" + f, m / f);
+  hs::SafetensorsFile in(kTiny8 + "/model.safetensors");
+  std::vector<std::vector<std::byte>> bufs;
+  std::vector<hs::TensorToWrite> ts;
+  for (const auto& [name, t] : in.tensors()) {
+    bufs.emplace_back(t.data, t.data + t.nbytes);
+    if (name == "transformer.ln_f.weight") {
+      const float nan = std::nanf("");
+      for (size_t i = 0; i < t.nbytes; i += 4) std::memcpy(bufs.back().data() + i, &nan, 4);
+    }
+    ts.push_back({name, t.dtype, t.shape, bufs.back().data(), t.nbytes});
+  }
+  hs::write_safetensors((m / "model.safetensors").string(), ts);
+  std::string err;
+  const std::string args = "repair " + m.string() + " --plan " + (dir_ / "plan.json").string() +
+                           " --corpus " + (dir_ / "corpus.txt").string() + " -o " +
+                           (dir_ / "nan_run").string() + " --seq 32 --accum 4 -q";
+  EXPECT_EQ(run(args, &err), 1);
+  EXPECT_NE(err.find("loss became"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(dir_ / "nan_run/final"));
 }
 
 TEST_F(Repair, PlanFromADiagnosis) {

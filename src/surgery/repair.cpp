@@ -350,6 +350,7 @@ int run_repair(const RepairOptions& o) {
   const auto t_train = std::chrono::steady_clock::now();
   const int64_t step0 = st.step;
   auto last_print = t_train;  // progress lines at most every 2 s
+  int64_t tokens_done = 0;
   bool stopped_early = false;
   while (st.step < total && !stopped_early) {
     const int64_t epoch = st.step / steps_per_epoch, in_epoch = st.step % steps_per_epoch;
@@ -370,6 +371,7 @@ int run_repair(const RepairOptions& o) {
     opt.step(slices.buffers(), grads.buffers(), lr);
     slices.scatter(w);
     ++st.step;
+    tokens_done += int64_t(n_micro) * o.seq;
     st.loss_sum += loss;
     ++st.loss_count;
     const double since_print =
@@ -378,7 +380,7 @@ int run_repair(const RepairOptions& o) {
       last_print = std::chrono::steady_clock::now();
       const double el =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t_train).count();
-      const double tps = double(st.step - step0) * n_micro * o.seq / el;
+      const double tps = double(tokens_done) / el;
       const double eta = el / double(st.step - step0) * double(total - st.step);
       std::fprintf(stderr, "step %lld/%lld epoch %lld loss %.4f lr %.3g %.0f tok/s ETA %.0fs\n",
                    (long long)st.step, (long long)total, (long long)epoch + 1, loss, lr, tps, eta);
