@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "diagnose/run.h"
+#include "golden_data.h"
 #include "io/safetensors.h"
 #include "model/forward.h"
 #include "test_util.h"
@@ -15,34 +16,9 @@
 namespace hs {
 namespace {
 
-std::vector<float> floats(const SafetensorsFile& f, const std::string& name) {
-  const TensorView* t = f.find(name);
-  if (!t) throw std::runtime_error(f.path() + ": no tensor " + name);
-  std::vector<float> out(t->numel());
-  convert_to_f32(t->dtype, t->data, out.size(), out.data());
-  return out;
-}
-
-std::vector<std::vector<int32_t>> id_rows(const SafetensorsFile& f, const std::string& name) {
-  const TensorView* t = f.find(name);
-  if (!t || t->dtype != DType::I64 || t->shape.size() != 2)
-    throw std::runtime_error(f.path() + ": bad tensor " + name);
-  const auto* p = reinterpret_cast<const int64_t*>(t->data);
-  std::vector<std::vector<int32_t>> rows(t->shape[0]);
-  for (int64_t b = 0; b < t->shape[0]; ++b)
-    for (int64_t i = 0; i < t->shape[1]; ++i) rows[b].push_back(int32_t(p[b * t->shape[1] + i]));
-  return rows;
-}
-
-// max |a - b| / max |b|: relative to the tensor's scale, so near-zero entries do not blow it up.
-double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num = std::max(num, std::abs(double(a[i]) - b[i]));
-    den = std::max(den, std::abs(double(b[i])));
-  }
-  return num / den;
-}
+using test::floats;
+using test::id_rows;
+using test::rel_err;
 
 class GoldenModel : public ::testing::TestWithParam<std::string> {};
 
@@ -125,12 +101,7 @@ TEST_P(GoldenModel, StreamingEqualsResident) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dirs, GoldenModel, ::testing::ValuesIn(test::golden_model_dirs()),
-                         [](const auto& p) {
-                           std::string s = std::filesystem::path(p.param).filename().string();
-                           for (char& ch : s)
-                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           return s + "_" + std::to_string(p.index);
-                         });
+                         test::DirName());
 
 }  // namespace
 }  // namespace hs

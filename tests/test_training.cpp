@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "golden_data.h"
 #include "io/safetensors.h"
 #include "model/train.h"
 #include "surgery/optimizer.h"
@@ -18,33 +19,9 @@
 namespace hs {
 namespace {
 
-std::vector<float> floats(const SafetensorsFile& f, const std::string& name) {
-  const TensorView* t = f.find(name);
-  if (!t) throw std::runtime_error(f.path() + ": no tensor " + name);
-  std::vector<float> out(t->numel());
-  convert_to_f32(t->dtype, t->data, out.size(), out.data());
-  return out;
-}
-
-std::vector<std::vector<int32_t>> id_rows(const SafetensorsFile& f, const std::string& name) {
-  const TensorView* t = f.find(name);
-  if (!t || t->dtype != DType::I64) throw std::runtime_error(f.path() + ": bad tensor " + name);
-  const auto* p = reinterpret_cast<const int64_t*>(t->data);
-  std::vector<std::vector<int32_t>> rows(t->shape[0]);
-  for (int64_t b = 0; b < t->shape[0]; ++b)
-    for (int64_t i = 0; i < t->shape[1]; ++i) rows[b].push_back(int32_t(p[b * t->shape[1] + i]));
-  return rows;
-}
-
-// max |a - b| / max |b| (relative to the tensor's scale).
-double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num = std::max(num, std::abs(double(a[i]) - b[i]));
-    den = std::max(den, std::abs(double(b[i])));
-  }
-  return den > 0 ? num / den : num;
-}
+using test::floats;
+using test::id_rows;
+using test::rel_err;
 
 std::vector<HeadRef> plan_targets(const nlohmann::json& plan) {
   std::vector<HeadRef> t;
@@ -167,12 +144,7 @@ TEST_P(GoldenTraining, ThreeStepSurgicalRun) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dirs, GoldenTraining, ::testing::ValuesIn(test::golden_model_dirs()),
-                         [](const auto& p) {
-                           std::string s = std::filesystem::path(p.param).filename().string();
-                           for (char& ch : s)
-                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           return s + "_" + std::to_string(p.index);
-                         });
+                         test::DirName());
 
 }  // namespace
 }  // namespace hs

@@ -25,6 +25,20 @@ const char* class_name(HeadClass c) {
   return "?";
 }
 
+char class_letter(HeadClass c) {
+  switch (c) {
+    case HeadClass::BosSink:
+      return 'S';
+    case HeadClass::Dead:
+      return 'D';
+    case HeadClass::LowEntropy:
+      return 'E';
+    case HeadClass::Healthy:
+      break;
+  }
+  return ' ';
+}
+
 std::optional<HeadClass> parse_class(const std::string& name) {
   for (HeadClass c :
        {HeadClass::Healthy, HeadClass::BosSink, HeadClass::Dead, HeadClass::LowEntropy})

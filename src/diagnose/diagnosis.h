@@ -12,6 +12,8 @@ namespace hs {
 enum class HeadClass { Healthy, BosSink, Dead, LowEntropy };
 const char* class_name(HeadClass c);  // "healthy" | "bos-sink" | "dead" | "low-entropy"
 std::optional<HeadClass> parse_class(const std::string& name);
+// One-letter marker in tables and figures: S (bos-sink), D (dead), E (low-entropy), ' ' healthy.
+char class_letter(HeadClass c);
 
 struct Thresholds {
   double dead = 0.95;         // DEAD: bos_mass > dead

@@ -71,20 +71,6 @@ std::string short_mass(double x) {
   return s == "1.00" ? "1.0" : s;
 }
 
-char marker(HeadClass c) {
-  switch (c) {
-    case HeadClass::BosSink:
-      return 'S';
-    case HeadClass::Dead:
-      return 'D';
-    case HeadClass::LowEntropy:
-      return 'E';
-    case HeadClass::Healthy:
-      break;
-  }
-  return '?';
-}
-
 std::string header(const Diagnosis& d) {
   const size_t n = d.prompts.size();
   std::string toks;
@@ -134,7 +120,7 @@ std::string layer_table(const Diagnosis& d, const Summary& s) {
       const HeadClass c = d.class_of(l, h);
       ++count[int(c)];
       if (!is_sick(c)) continue;
-      std::string item = fmt("H%d:%c", h, marker(c));
+      std::string item = fmt("H%d:%c", h, class_letter(c));
       if (c != HeadClass::LowEntropy) item += short_mass(d.at(l, h).bos_mass);
       sick.push_back(std::move(item));
     }

@@ -110,20 +110,6 @@ const char* ink(const std::array<int, 3>& c) {
   return 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] > 150 ? "#000" : "#fff";
 }
 
-char marker(HeadClass c) {
-  switch (c) {
-    case HeadClass::BosSink:
-      return 'S';
-    case HeadClass::Dead:
-      return 'D';
-    case HeadClass::LowEntropy:
-      return 'E';
-    case HeadClass::Healthy:
-      break;
-  }
-  return ' ';
-}
-
 // Label every k-th index, k from 1, 2, 5, 10, 20, ... so labels sit at least `gap` px apart.
 int label_step(double cell, double gap) {
   for (int k = 1;; k *= 10)
@@ -214,7 +200,7 @@ std::string render_svg(const Diagnosis& d) {
       if (is_sick(c))
         o += "<text x=\"" + n(x + cell / 2) + "\" y=\"" + n(y + cell * 0.72) +
              "\" text-anchor=\"middle\" font-size=\"" + letter_size + "\" font-weight=\"bold\"" +
-             " fill=\"" + ink(rgb) + "\">" + marker(c) + "</text>";
+             " fill=\"" + ink(rgb) + "\">" + class_letter(c) + "</text>";
       o += "</g>\n";
     }
   if (b.found)

@@ -1,0 +1,57 @@
+// Reading golden tensors and comparing against them (shared by the golden test binaries).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "io/safetensors.h"
+
+namespace hs::test {
+
+inline std::vector<float> floats(const SafetensorsFile& f, const std::string& name) {
+  const TensorView* t = f.find(name);
+  if (!t) throw std::runtime_error(f.path() + ": no tensor " + name);
+  std::vector<float> out(t->numel());
+  convert_to_f32(t->dtype, t->data, out.size(), out.data());
+  return out;
+}
+
+// A [B, T] int64 tensor as B sequences of ids.
+inline std::vector<std::vector<int32_t>> id_rows(const SafetensorsFile& f,
+                                                 const std::string& name) {
+  const TensorView* t = f.find(name);
+  if (!t || t->dtype != DType::I64 || t->shape.size() != 2)
+    throw std::runtime_error(f.path() + ": bad tensor " + name);
+  const auto* p = reinterpret_cast<const int64_t*>(t->data);
+  std::vector<std::vector<int32_t>> rows(t->shape[0]);
+  for (int64_t b = 0; b < t->shape[0]; ++b)
+    for (int64_t i = 0; i < t->shape[1]; ++i) rows[b].push_back(int32_t(p[b * t->shape[1] + i]));
+  return rows;
+}
+
+// max |a - b| / max |b|: relative to the tensor's scale, so near-zero entries do not blow it up.
+inline double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num = std::max(num, std::abs(double(a[i]) - b[i]));
+    den = std::max(den, std::abs(double(b[i])));
+  }
+  return den > 0 ? num / den : num;
+}
+
+// gtest parameter name for a golden directory: its folder name, made an identifier.
+struct DirName {
+  template <class P>
+  std::string operator()(const P& p) const {
+    std::string s = std::filesystem::path(p.param).filename().string();
+    for (char& ch : s)
+      if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+    return s + "_" + std::to_string(p.index);
+  }
+};
+
+}  // namespace hs::test
