@@ -109,6 +109,7 @@ void block_backward(std::vector<float>& dx, const TrainLayer& w, const BloomConf
 }
 
 constexpr int64_t kVocabChunk = 8192;
+constexpr int64_t kKeepLogitsBytes = int64_t(1) << 30;
 
 }  // namespace
 
@@ -256,16 +257,26 @@ double loss_and_grad(const TrainWeights& w, const std::vector<int32_t>& ids, dou
                                 w.lnf_b.data(), T, d, eps);
 
   // Tied lm_head + cross-entropy over vocabulary chunks: pass 1 for the log-sum-exp, pass 2
-  // for the gradient (the T x V logits are never held at once).
+  // for the gradient. Pass 1's logits are kept for pass 2 when they fit in kKeepLogitsBytes
+  // (the lm_head is most of a surgical step's FLOPs; recomputing them costs a fifth of it);
+  // otherwise pass 2 recomputes them chunk by chunk and T x V floats never exist at once.
+  const bool keep = T * V * int64_t(sizeof(float)) <= kKeepLogitsBytes;
   std::vector<float> run_max(T, -INFINITY), lse(T), target_logit(T, 0.0f), chunk;
+  std::vector<float> kept(keep ? T * V : 0);
   std::vector<double> run_sum(T, 0.0);
+  auto chunk_logits = [&](int64_t v0, int64_t n, bool compute) {
+    float* out = keep ? kept.data() + T * v0 : (chunk.resize(T * n), chunk.data());
+    if (compute)
+      cpu::linear_forward<float>(out, xf.data(), w.emb.data() + v0 * d, nullptr, T, d, n);
+    return out;
+  };
   for (int64_t v0 = 0; v0 < V; v0 += kVocabChunk) {
     const int64_t n = std::min(kVocabChunk, V - v0);
-    chunk.resize(T * n);
-    cpu::linear_forward<float>(chunk.data(), xf.data(), w.emb.data() + v0 * d, nullptr, T, d, n);
-    cpu::logsumexp_update(chunk.data(), T, n, run_max.data(), run_sum.data());
+    const float* logits = chunk_logits(v0, n, true);
+    cpu::logsumexp_update(logits, T, n, run_max.data(), run_sum.data());
     for (int64_t t = 0; t + 1 < T; ++t)
-      if (ids[t + 1] >= v0 && ids[t + 1] < v0 + n) target_logit[t] = chunk[t * n + ids[t + 1] - v0];
+      if (ids[t + 1] >= v0 && ids[t + 1] < v0 + n)
+        target_logit[t] = logits[t * n + ids[t + 1] - v0];
   }
   double loss = 0;
   std::vector<int32_t> target(T, -1);
@@ -277,18 +288,17 @@ double loss_and_grad(const TrainWeights& w, const std::vector<int32_t>& ids, dou
       loss += weight * (double(lse[t]) - double(target_logit[t]));
     }
   }
-  std::vector<float> dxf(T * d, 0.0f), dchunk;
+  std::vector<float> dxf(T * d, 0.0f);
   for (int64_t v0 = 0; v0 < V; v0 += kVocabChunk) {
     const int64_t n = std::min(kVocabChunk, V - v0);
-    chunk.resize(T * n);
-    dchunk.resize(T * n);
     const float* E = w.emb.data() + v0 * d;
-    cpu::linear_forward<float>(chunk.data(), xf.data(), E, nullptr, T, d, n);
-    cpu::cross_entropy_backward<float>(dchunk.data(), chunk.data(), lse.data(), target.data(),
-                                       scale.data(), T, n, v0);
-    cpu::linear_backward_input<float>(dxf.data(), dchunk.data(), E, T, d, n, true);
+    float* logits = chunk_logits(v0, n, !keep);
+    // In place: the gradient of each logit replaces it.
+    cpu::cross_entropy_backward<float>(logits, logits, lse.data(), target.data(), scale.data(), T,
+                                       n, v0);
+    cpu::linear_backward_input<float>(dxf.data(), logits, E, T, d, n, true);
     if (full)
-      cpu::linear_backward_weight<float>(g.full.emb.data() + v0 * d, d, nullptr, dchunk.data(), n,
+      cpu::linear_backward_weight<float>(g.full.emb.data() + v0 * d, d, nullptr, logits, n,
                                          xf.data(), d, T, n, d);
   }
   std::vector<float> dx(T * d, 0.0f);
