@@ -153,7 +153,7 @@ std::string render_svg(const Diagnosis& d) {
   const double ph = std::clamp(hh / 2, 220.0, 320.0);
   const double legend_y = hy + std::max(hh, cbh) + 28;
   const double width = std::max(px + pw + 70, 20 + 8.5 * double(d.model.size()));
-  const double height = std::max(legend_y + 40, py + ph + 60);
+  const double height = std::max(legend_y + 56, py + ph + 60);
 
   std::string o;
   o += "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"" + n(width) +
@@ -233,9 +233,11 @@ std::string render_svg(const Diagnosis& d) {
   // Legend under the heatmap.
   o += text(hx - 60, legend_y,
             xml("letters: S = BOS-sink (" + fmt("%g", t.sink) + " < bos_mass ≤ " +
-                fmt("%g", t.dead) + "), D = DEAD (bos_mass > " + fmt("%g", t.dead) +
-                "), E = low-entropy (entropy < " + fmt("%g", t.low_entropy) + "), none = healthy"));
+                fmt("%g", t.dead) + "), D = DEAD (bos_mass > " + fmt("%g", t.dead) + "),"));
+  // Two lines: one would run under the histogram panel for small models.
   o += text(hx - 60, legend_y + 16,
+            xml("E = low-entropy (entropy < " + fmt("%g", t.low_entropy) + "), none = healthy"));
+  o += text(hx - 60, legend_y + 32,
             b.found ? xml(fmt("red dashed box: sick band, heads %d–%d, layers %d–%d (sick in ≥ %g "
                               "of the layers)",
                               b.first, b.last, b.layer_first, b.layer_last, t.band))
