@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -37,7 +38,9 @@ TEST_P(GoldenModel, LogitsAttentionLoss) {
   ASSERT_EQ(ref_logits.size(), size_t(B * T * V));
   std::vector<float> ours;
   for (const auto& s : out) ours.insert(ours.end(), s.logits.begin(), s.logits.end());
-  EXPECT_LE(rel_err(ours, ref_logits), 1e-4) << dir;
+  const double logits_err = rel_err(ours, ref_logits);
+  EXPECT_LE(logits_err, 1e-4) << dir;
+  std::printf("measured %s: logits max-abs-err/max-abs %.2e\n", dir.c_str(), logits_err);
 
   for (int64_t l = 0; l < L; ++l) {
     const auto ref = floats(g, "attn." + std::to_string(l));
@@ -47,6 +50,8 @@ TEST_P(GoldenModel, LogitsAttentionLoss) {
       for (int64_t k = 0; k < H * T * T; ++k)
         worst = std::max(worst, std::abs(double(out[b].probs[l][k]) - ref[b * H * T * T + k]));
     EXPECT_LE(worst, 1e-5) << dir << " layer " << l << " (max abs error of probabilities)";
+    std::printf("measured %s: layer %lld attention max abs err %.2e\n", dir.c_str(), (long long)l,
+                worst);
   }
 
   // HF's loss: mean over all B x (T-1) predicted tokens.
@@ -54,7 +59,9 @@ TEST_P(GoldenModel, LogitsAttentionLoss) {
   int64_t n = 0;
   for (const auto& s : out) nll += s.nll_sum, n += s.predicted;
   const double ref_loss = floats(g, "loss")[0];
-  EXPECT_LE(std::abs(nll / double(n) - ref_loss) / std::abs(ref_loss), 1e-5) << dir;
+  const double loss_err = std::abs(nll / double(n) - ref_loss) / std::abs(ref_loss);
+  EXPECT_LE(loss_err, 1e-5) << dir;
+  std::printf("measured %s: loss rel err %.2e\n", dir.c_str(), loss_err);
 }
 
 TEST_P(GoldenModel, DiagnosisMetrics) {
@@ -75,11 +82,16 @@ TEST_P(GoldenModel, DiagnosisMetrics) {
   const auto bos = floats(g, "diag.bos_mass"), ent = floats(g, "diag.entropy");
   const auto loc = floats(gx, "diag.local_mass");
   ASSERT_EQ(bos.size(), d.metrics.size());
+  double worst = 0;
   for (size_t k = 0; k < d.metrics.size(); ++k) {
+    worst = std::max({worst, std::abs(d.metrics[k].bos_mass - bos[k]),
+                      std::abs(d.metrics[k].entropy - ent[k]),
+                      std::abs(d.metrics[k].local_mass - loc[k])});
     EXPECT_NEAR(d.metrics[k].bos_mass, bos[k], 1e-5) << dir << " head " << k;
     EXPECT_NEAR(d.metrics[k].entropy, ent[k], 1e-5) << dir << " head " << k;
     EXPECT_NEAR(d.metrics[k].local_mass, loc[k], 1e-5) << dir << " head " << k;
   }
+  std::printf("measured %s: head metrics max abs err %.2e\n", dir.c_str(), worst);
 }
 
 // Streaming (convert each layer when used) must compute exactly what the resident model does.
