@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "io/safetensors.h"
+#include "test_util.h"
 
 namespace {
 
@@ -19,12 +20,7 @@ namespace fs = std::filesystem;
 
 const std::string kTiny8 = std::string(HS_TEST_DATA) + "/golden/models/tiny8";
 
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using hs::test::slurp;
 
 class Repair : public ::testing::Test {
  protected:

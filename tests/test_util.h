@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -30,6 +32,14 @@ inline std::vector<std::string> golden_model_dirs() {
 inline std::vector<std::string> golden_tokenizer_dirs() {
   return dirs_from_env("HEADSURGEON_TOKENIZER_DIRS",
                        std::string(HS_TEST_DATA) + "/golden/tokenizer");
+}
+
+// Whole file as a string ("" when missing).
+inline std::string slurp(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
 }
 
 }  // namespace hs::test

@@ -33,12 +33,7 @@ void add_plan(CLI::App& app) {
   sub->add_option("--extra-columns", a->extra,
                   "also operate on every head of these indices, healthy ones too (repeatable)");
   sub->callback([a] {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(read_file(a->diagnosis, true));
-    } catch (const nlohmann::json::exception&) {
-      throw Error(a->diagnosis, "not valid JSON");
-    }
+    const nlohmann::json j = read_json_file(a->diagnosis);
     check_output_path(a->out);
     const Diagnosis d = diagnosis_from_json(j, a->diagnosis);
     PlanOptions o;

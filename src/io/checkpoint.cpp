@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "util/error.h"
+#include "util/files.h"
 
 namespace hs {
 
@@ -14,16 +15,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-json read_json(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) throw Error(p.string(), "cannot open file");
-  try {
-    return json::parse(f);
-  } catch (const json::parse_error& e) {
-    throw Error(p.string(), "not valid JSON (at byte " + std::to_string(e.byte) + ")");
-  }
-}
 
 fs::path hub_cache_root() {
   if (const char* c = std::getenv("HF_HUB_CACHE"); c && *c) return c;
@@ -115,7 +106,7 @@ std::string resolve_model_dir(const std::string& spec) {
 Checkpoint::Checkpoint(const std::string& spec) : dir_(resolve_model_dir(spec)) {
   const fs::path dir(dir_);
   const std::string cfg_path = (dir / "config.json").string();
-  config_json_ = read_json(cfg_path);
+  config_json_ = read_json_file(cfg_path);
   config_ = BloomConfig::from_json(config_json_, cfg_path);
 
   // Weight files: one model.safetensors, or the shards the index lists.
@@ -127,7 +118,7 @@ Checkpoint::Checkpoint(const std::string& spec) : dir_(resolve_model_dir(spec)) 
     files_.push_back(std::make_unique<SafetensorsFile>(where));
   } else if (fs::exists(index, ec)) {
     where = index.string();
-    const json idx = read_json(index);
+    const json idx = read_json_file(index.string());
     const auto wm = idx.find("weight_map");  // end() for a non-object too
     if (wm == idx.end() || !wm->is_object()) throw Error(where, "missing weight_map object");
     std::map<std::string, const SafetensorsFile*> shards;

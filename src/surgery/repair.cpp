@@ -146,12 +146,7 @@ void load_state(const fs::path& run, TargetSlices& slices, AdamW& opt, RunState&
                 const nlohmann::json& options) {
   const fs::path jp = run / "state" / "state.json";
   if (!fs::exists(jp)) throw Error(jp.string(), "no resumable state in this run directory");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(jp.string(), true));
-  } catch (const nlohmann::json::exception&) {
-    throw Error(jp.string(), "not valid JSON");
-  }
+  const nlohmann::json j = read_json_file(jp.string());
   // Resuming with other settings would not continue the same run.
   for (const char* k : {"lr", "accum", "seq", "epochs", "warmup", "clip", "seed", "reinit", "init",
                         "eval_every", "eval_steps", "patience"})
@@ -200,12 +195,7 @@ int run_repair(const RepairOptions& o) {
   const BloomConfig& c = model.config();
   const std::string tok_path = model.checkpoint().tokenizer_path();
   const Tokenizer tok = Tokenizer::from_file(tok_path);
-  nlohmann::json plan_json;
-  try {
-    plan_json = nlohmann::json::parse(read_file(o.plan, true));
-  } catch (const nlohmann::json::exception&) {
-    throw Error(o.plan, "not valid JSON");
-  }
+  const nlohmann::json plan_json = read_json_file(o.plan);
   const Plan plan = Plan::from_json(plan_json, o.plan, int(c.n_layer), int(c.n_head));
   const auto targets = plan.target_list();
   const auto chunks = corpus_chunks(o.corpus, tok, c.eos_id, o.seq);

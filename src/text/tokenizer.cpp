@@ -18,6 +18,7 @@
 #include <unordered_map>
 
 #include "util/error.h"
+#include "util/files.h"
 
 namespace hs {
 namespace {
@@ -614,18 +615,6 @@ class AddedMatcher {
 // ---------------------------------------------------------------------------------------------
 // Reading tokenizer.json
 
-json read_json(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path, "cannot open file");
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  try {
-    return json::parse(buf.str());
-  } catch (const json::exception& e) {
-    throw Error(path, std::string("invalid JSON: ") + e.what());
-  }
-}
-
 bool flag(const json& j, const char* key, bool fallback) {
   const auto it = j.find(key);
   return it == j.end() || it->is_null() ? fallback : it->get<bool>();
@@ -866,7 +855,7 @@ void Tokenizer::Impl::build_decoding_tables() {
 }
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
-  const json j = read_json(path);
+  const json j = read_json_file(path);
   auto impl = std::make_unique<Impl>();
   impl->path = path;
   try {

@@ -51,4 +51,14 @@ std::string read_file(const std::string& path, bool utf8) {
   return s;
 }
 
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path, "cannot open file");
+  try {
+    return nlohmann::json::parse(f);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(path, "not valid JSON (at byte " + std::to_string(e.byte) + ")");
+  }
+}
+
 }  // namespace hs
