@@ -5,11 +5,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "io/safetensors.h"
 #include "test_util.h"
 
 namespace {
@@ -67,7 +70,8 @@ class Cli : public ::testing::Test {
 };
 
 TEST_F(Cli, HelpForEverySubcommand) {
-  for (const char* sub : {"", "diagnose", "tokenize", "ppl"}) {
+  for (const char* sub :
+       {"", "diagnose", "tokenize", "ppl", "plan", "repair", "dormancy", "ablate"}) {
     const Result r = run(std::string(sub) + " --help");
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << sub;
@@ -209,6 +213,63 @@ TEST_F(Cli, OutputToDeviceFileWritesInPlace) {
   EXPECT_TRUE(fs::is_fifo(fifo));
   for (int i = 0; i < 100 && slurp(dir_ / "got.json").empty(); ++i) ::usleep(20000);
   EXPECT_EQ(nlohmann::json::parse(slurp(dir_ / "got.json"))["heads"], 8);
+}
+
+TEST_F(Cli, DormancyCountsAgainstNormsComputedHere) {
+  // Products ||W_up[i,:]|| * ||W_down[:,i]|| computed independently from the file; a threshold
+  // between two of them must give exactly the count below it.
+  hs::SafetensorsFile f(kTiny8 + "/model.safetensors");
+  const int64_t d = 64, F = 256;
+  std::vector<double> prods;
+  for (int l = 0; l < 3; ++l) {
+    const std::string p = "transformer.h." + std::to_string(l) + ".mlp.";
+    const auto* up = reinterpret_cast<const float*>(f.find(p + "dense_h_to_4h.weight")->data);
+    const auto* down = reinterpret_cast<const float*>(f.find(p + "dense_4h_to_h.weight")->data);
+    for (int64_t i = 0; i < F; ++i) {
+      double u = 0, w = 0;
+      for (int64_t k = 0; k < d; ++k) u += double(up[i * d + k]) * up[i * d + k];
+      for (int64_t o = 0; o < d; ++o) w += double(down[o * F + i]) * down[o * F + i];
+      prods.push_back(std::sqrt(u) * std::sqrt(w));
+    }
+  }
+  std::sort(prods.begin(), prods.end());
+  const double threshold = (prods[99] + prods[100]) / 2;  // exactly 100 below
+  char arg[64];
+  std::snprintf(arg, sizeof arg, " --threshold %.17g --json -", threshold);
+  const Result r = run("dormancy " + kTiny8 + arg);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["total"]["dormant"], 100);
+  EXPECT_EQ(j["total"]["neurons"], 768);
+  EXPECT_EQ(j["layers"].size(), 3u);
+}
+
+TEST_F(Cli, AblatingAnMlpEqualsZeroingItsWeights) {
+  const Result r = run("ablate " + kTiny8 + " --groups 0-1 --json - -q");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["layers"].size(), 3u);
+  ASSERT_EQ(j["groups"].size(), 1u);
+  // The same model with layer 1's dense_4h_to_h weight and bias zeroed, scored by `ppl`.
+  const fs::path m = dir_ / "zeroed";
+  fs::create_directories(m);
+  for (const char* f : {"config.json", "tokenizer.json"}) fs::copy(kTiny8 + "/" + f, m / f);
+  hs::SafetensorsFile in(kTiny8 + "/model.safetensors");
+  std::vector<std::vector<std::byte>> bufs;
+  std::vector<hs::TensorToWrite> ts;
+  for (const auto& [name, t] : in.tensors()) {
+    bufs.emplace_back(t.data, t.data + t.nbytes);
+    if (name.starts_with("transformer.h.1.mlp.dense_4h_to_h."))
+      std::fill(bufs.back().begin(), bufs.back().end(), std::byte{0});
+    ts.push_back({name, t.dtype, t.shape, bufs.back().data(), t.nbytes});
+  }
+  hs::write_safetensors((m / "model.safetensors").string(), ts);
+  const Result p = run("ppl " + m.string() + " --heldout --json - -q");
+  ASSERT_EQ(p.code, 0) << p.err;
+  const double want = nlohmann::json::parse(p.out)["ppl"];
+  EXPECT_NEAR(double(j["layers"][1]["ppl"]), want, 1e-9 * want);
+  EXPECT_NE(double(j["layers"][1]["ppl"]), double(j["baseline_ppl"]));
+  expect_error(run("ablate " + kTiny8 + " --groups 2-5"), {"--groups"});
 }
 
 TEST_F(Cli, UnwritableOutputLeavesNothingBehind) {

@@ -55,34 +55,18 @@ void run_ppl(const PplArgs& a) {
   LoadedModel m = load_model(a.model, need_tok);
   const BloomConfig& c = m.model->config();
 
-  std::vector<std::vector<int32_t>> seqs;
-  std::vector<std::string> sources;
-  auto add_text = [&](const std::string& text, const std::string& source) {
-    std::vector<int32_t> ids;
-    if (a.bos) ids.push_back(int32_t(c.bos_id));
-    const auto enc = m.tokenizer->encode(text);
-    ids.insert(ids.end(), enc.begin(), enc.end());
-    if (ids.size() < 2) throw Error(source, "fewer than two tokens: nothing to predict");
-    seqs.push_back(std::move(ids));
-    sources.push_back(source);
-  };
-  for (const auto& f : a.texts) {
-    const std::string text = read_file(f, true);
-    if (text.empty()) throw Error(f, "empty file");
-    add_text(text, f);
-  }
+  ScoredTexts texts;
+  add_texts(texts, m, a.texts, false, a.bos);
   for (const auto& f : a.id_files) {
     auto s = read_id_file(f, c.vocab);
     for (size_t i = 0; i < s.size(); ++i) {
-      seqs.push_back(std::move(s[i]));
-      sources.push_back(f + ":" + std::to_string(i + 1));
+      texts.seqs.push_back(std::move(s[i]));
+      texts.sources.push_back(f + ":" + std::to_string(i + 1));
     }
   }
-  if (a.heldout) {
-    const auto& prompts = heldout_prompts();
-    for (size_t i = 0; i < prompts.size(); ++i)
-      add_text(prompts[i], "heldout:" + std::to_string(i + 1));
-  }
+  add_texts(texts, m, {}, a.heldout, a.bos);
+  const auto& seqs = texts.seqs;
+  const auto& sources = texts.sources;
 
   const auto t0 = std::chrono::steady_clock::now();
   Progress progress("ppl: windows", !a.quiet);

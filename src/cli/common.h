@@ -51,6 +51,8 @@ void add_tokenize(CLI::App& app);
 void add_ppl(CLI::App& app);
 void add_plan(CLI::App& app);
 void add_repair(CLI::App& app);
+void add_dormancy(CLI::App& app);
+void add_ablate(CLI::App& app);
 
 // Thrown by a subcommand to end the process with a code other than 0 after a clean stop.
 struct ExitCode {

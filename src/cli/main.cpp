@@ -29,6 +29,8 @@ int main(int argc, char** argv) {
   hs::cli::add_ppl(app);
   hs::cli::add_plan(app);
   hs::cli::add_repair(app);
+  hs::cli::add_dormancy(app);
+  hs::cli::add_ablate(app);
 
   try {
     app.parse(argc, argv);

@@ -3,6 +3,8 @@
 #include <chrono>
 
 #include "cli/common.h"
+#include "eval/heldout.h"
+#include "util/error.h"
 
 namespace hs::cli {
 
@@ -17,6 +19,28 @@ LoadedModel load_model(const std::string& spec, bool need_tokenizer, bool stream
         std::make_unique<Tokenizer>(Tokenizer::from_file(m.model->checkpoint().tokenizer_path()));
   m.seconds = seconds_since(t0);
   return m;
+}
+
+void add_texts(ScoredTexts& out, const LoadedModel& m, const std::vector<std::string>& files,
+               bool heldout, bool bos) {
+  auto add = [&](const std::string& text, const std::string& source) {
+    std::vector<int32_t> ids;
+    if (bos) ids.push_back(int32_t(m.model->config().bos_id));
+    const auto enc = m.tokenizer->encode(text);
+    ids.insert(ids.end(), enc.begin(), enc.end());
+    if (ids.size() < 2) throw Error(source, "fewer than two tokens: nothing to predict");
+    out.seqs.push_back(std::move(ids));
+    out.sources.push_back(source);
+  };
+  for (const auto& f : files) {
+    const std::string text = read_file(f, true);
+    if (text.empty()) throw Error(f, "empty file");
+    add(text, f);
+  }
+  if (heldout) {
+    const auto& prompts = heldout_prompts();
+    for (size_t i = 0; i < prompts.size(); ++i) add(prompts[i], "heldout:" + std::to_string(i + 1));
+  }
 }
 
 }  // namespace hs::cli

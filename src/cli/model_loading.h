@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "model/model.h"
 #include "text/tokenizer.h"
@@ -18,5 +19,16 @@ struct LoadedModel {
 // stream = true: convert each layer when used and drop it (right for one pass over the model,
 // e.g. a diagnosis); false: keep converted weights when they fit (several passes, e.g. ppl).
 LoadedModel load_model(const std::string& spec, bool need_tokenizer, bool stream = false);
+
+// Sequences to score, each with the name of where it came from (FILE, FILE:LINE, heldout:N).
+struct ScoredTexts {
+  std::vector<std::vector<int32_t>> seqs;
+  std::vector<std::string> sources;
+};
+
+// Each --text FILE as one sequence, then the paper's held-out prompts when `heldout`; with bos,
+// <s> is prepended. Errors name the file (empty, not UTF-8, fewer than two tokens).
+void add_texts(ScoredTexts& out, const LoadedModel& m, const std::vector<std::string>& files,
+               bool heldout, bool bos);
 
 }  // namespace hs::cli

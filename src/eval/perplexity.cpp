@@ -11,7 +11,8 @@ namespace hs {
 
 PerplexityResult perplexity(WeightSource& model, const std::vector<std::vector<int32_t>>& seqs,
                             int64_t max_length,
-                            const std::function<void(int64_t, int64_t)>& progress) {
+                            const std::function<void(int64_t, int64_t)>& progress,
+                            const std::vector<uint8_t>& ablate_mlp) {
   if (max_length < 2) throw Error("--max-length", "must be at least 2");
   struct Window {
     size_t seq;
@@ -34,6 +35,7 @@ PerplexityResult perplexity(WeightSource& model, const std::vector<std::vector<i
   double total = 0;
   ForwardOptions opts;
   opts.nll = true;
+  opts.ablate_mlp = ablate_mlp;
   for (size_t b = 0; b < windows.size();) {
     std::vector<std::vector<int32_t>> batch;
     std::vector<size_t> owner;

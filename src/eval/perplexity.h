@@ -19,10 +19,11 @@ struct PerplexityResult {
 };
 
 // Each sequence is cut into consecutive non-overlapping windows of at most max_length tokens,
-// each scored on its own (no context carried across windows). progress(done, total) is called
-// after each batch of windows.
+// each scored on its own (no context carried across windows). ablate_mlp: see ForwardOptions.
+// progress(done, total) is called after each batch of windows.
 PerplexityResult perplexity(WeightSource& model, const std::vector<std::vector<int32_t>>& seqs,
                             int64_t max_length,
-                            const std::function<void(int64_t, int64_t)>& progress = {});
+                            const std::function<void(int64_t, int64_t)>& progress = {},
+                            const std::vector<uint8_t>& ablate_mlp = {});
 
 }  // namespace hs

@@ -17,7 +17,8 @@ struct Scratch {
 };
 
 void block_forward(float* x, int64_t T, const BloomConfig& c, const LayerWeights& w,
-                   const float* slopes, Scratch& s, cpu::HeadStatSums* stats, float* probs) {
+                   const float* slopes, Scratch& s, cpu::HeadStatSums* stats, float* probs,
+                   bool skip_mlp) {
   const int64_t d = c.hidden, H = c.n_head, hd = c.head_dim();
   const float eps = float(c.ln_eps);
   cpu::layernorm_forward<float>(s.a.data(), nullptr, nullptr, x, w.ln1_w.data, w.ln1_b.data, T, d,
@@ -31,6 +32,10 @@ void block_forward(float* x, int64_t T, const BloomConfig& c, const LayerWeights
   cpu::residual_add<float>(x, s.attn_out.data(), T * d);
   cpu::layernorm_forward<float>(s.b.data(), nullptr, nullptr, x, w.ln2_w.data, w.ln2_b.data, T, d,
                                 eps);
+  if (skip_mlp) {  // ablation: the MLP adds nothing, the residual passes through
+    if (c.post_ln) std::copy_n(s.b.data(), T * d, x);
+    return;
+  }
   cpu::linear_forward<float>(s.h.data(), s.b.data(), w.fc1_w.data, w.fc1_b.data, T, d, 4 * d);
   cpu::gelu_forward<float>(s.h.data(), s.h.data(), T * 4 * d);
   cpu::linear_forward<float>(s.attn_out.data(), s.h.data(), w.fc2_w.data, w.fc2_b.data, T, 4 * d,
@@ -127,7 +132,8 @@ std::vector<SequenceOutput> forward(WeightSource& model,
         probs = out[i].probs[l].data();
       }
       block_forward(x[i].data(), T, c, *w, model.slopes().data(), s,
-                    opts.head_stats ? &stats : nullptr, probs);
+                    opts.head_stats ? &stats : nullptr, probs,
+                    !opts.ablate_mlp.empty() && opts.ablate_mlp[l]);
       if (opts.head_stats)
         for (int64_t h = 0; h < H; ++h) {
           stats.bos[h] /= double(T);

@@ -17,6 +17,8 @@ struct ForwardOptions {
   bool logits = false;      // full logits [T, V]
   bool nll = false;         // summed next-token NLL (chunked over the vocabulary)
   std::function<void(int64_t layers_done, int64_t layers)> progress;  // after each layer
+  // [L]: layers whose MLP output is replaced by zero (ablation studies); empty = none.
+  std::vector<uint8_t> ablate_mlp;
 };
 
 struct SequenceOutput {
