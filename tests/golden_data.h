@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -53,5 +54,25 @@ struct DirName {
     return s + "_" + std::to_string(p.index);
   }
 };
+
+// A copy of the checkpoint in src (config.json, tokenizer.json, model.safetensors) at dst, with
+// edit(name, bytes) applied to every tensor's raw bytes: a model a test can break on purpose.
+inline void copy_model_edited(
+    const std::string& src, const std::filesystem::path& dst,
+    const std::function<void(const std::string&, std::vector<std::byte>&)>& edit) {
+  std::filesystem::create_directories(dst);
+  for (const char* f : {"config.json", "tokenizer.json"})
+    std::filesystem::copy(std::filesystem::path(src) / f, dst / f);
+  SafetensorsFile in(src + "/model.safetensors");
+  std::vector<std::vector<std::byte>> bufs;
+  std::vector<TensorToWrite> ts;
+  bufs.reserve(in.tensors().size());
+  for (const auto& [name, t] : in.tensors()) {
+    bufs.emplace_back(t.data, t.data + t.nbytes);
+    edit(name, bufs.back());
+    ts.push_back({name, t.dtype, t.shape, bufs.back().data(), t.nbytes});
+  }
+  write_safetensors((dst / "model.safetensors").string(), ts);
+}
 
 }  // namespace hs::test

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "golden_data.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 
@@ -252,18 +253,10 @@ TEST_F(Cli, AblatingAnMlpEqualsZeroingItsWeights) {
   ASSERT_EQ(j["groups"].size(), 1u);
   // The same model with layer 1's dense_4h_to_h weight and bias zeroed, scored by `ppl`.
   const fs::path m = dir_ / "zeroed";
-  fs::create_directories(m);
-  for (const char* f : {"config.json", "tokenizer.json"}) fs::copy(kTiny8 + "/" + f, m / f);
-  hs::SafetensorsFile in(kTiny8 + "/model.safetensors");
-  std::vector<std::vector<std::byte>> bufs;
-  std::vector<hs::TensorToWrite> ts;
-  for (const auto& [name, t] : in.tensors()) {
-    bufs.emplace_back(t.data, t.data + t.nbytes);
+  hs::test::copy_model_edited(kTiny8, m, [](const std::string& name, std::vector<std::byte>& b) {
     if (name.starts_with("transformer.h.1.mlp.dense_4h_to_h."))
-      std::fill(bufs.back().begin(), bufs.back().end(), std::byte{0});
-    ts.push_back({name, t.dtype, t.shape, bufs.back().data(), t.nbytes});
-  }
-  hs::write_safetensors((m / "model.safetensors").string(), ts);
+      std::fill(b.begin(), b.end(), std::byte{0});
+  });
   const Result p = run("ppl " + m.string() + " --heldout --json - -q");
   ASSERT_EQ(p.code, 0) << p.err;
   const double want = nlohmann::json::parse(p.out)["ppl"];

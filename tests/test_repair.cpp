@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 
+#include "golden_data.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 
@@ -163,20 +164,11 @@ TEST_F(Repair, BadInputsGiveOneClearLine) {
 TEST_F(Repair, NonFiniteLossStopsWithAClearError) {
   // ln_f.weight = NaN: the diagnosis (which never reaches ln_f) works, the training loss is NaN.
   const fs::path m = dir_ / "nan_model";
-  fs::create_directories(m);
-  for (const char* f : {"config.json", "tokenizer.json"}) fs::copy(kTiny8 + "/" + f, m / f);
-  hs::SafetensorsFile in(kTiny8 + "/model.safetensors");
-  std::vector<std::vector<std::byte>> bufs;
-  std::vector<hs::TensorToWrite> ts;
-  for (const auto& [name, t] : in.tensors()) {
-    bufs.emplace_back(t.data, t.data + t.nbytes);
-    if (name == "transformer.ln_f.weight") {
-      const float nan = std::nanf("");
-      for (size_t i = 0; i < t.nbytes; i += 4) std::memcpy(bufs.back().data() + i, &nan, 4);
-    }
-    ts.push_back({name, t.dtype, t.shape, bufs.back().data(), t.nbytes});
-  }
-  hs::write_safetensors((m / "model.safetensors").string(), ts);
+  hs::test::copy_model_edited(kTiny8, m, [](const std::string& name, std::vector<std::byte>& b) {
+    const float nan = std::nanf("");
+    if (name == "transformer.ln_f.weight")
+      for (size_t i = 0; i < b.size(); i += 4) std::memcpy(b.data() + i, &nan, 4);
+  });
   std::string err;
   const std::string args = "repair " + m.string() + " --plan " + (dir_ / "plan.json").string() +
                            " --corpus " + (dir_ / "corpus.txt").string() + " -o " +
