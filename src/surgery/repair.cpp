@@ -191,7 +191,8 @@ int run_repair(const RepairOptions& o) {
   if (!(o.lr > 0) || !(o.clip > 0)) throw Error("--lr/--clip", "must be positive");
   if (o.eval_every < 1) throw Error("--eval-every", "must be at least 1 epoch");
 
-  Model model(o.model);
+  // Streamed: the weights are converted once, straight into the training copy below.
+  Model model(o.model, ModelOptions{0});
   const BloomConfig& c = model.config();
   const std::string tok_path = model.checkpoint().tokenizer_path();
   const Tokenizer tok = Tokenizer::from_file(tok_path);
@@ -241,8 +242,9 @@ int run_repair(const RepairOptions& o) {
   // Baseline diagnosis of the input model: the reference for drift of the watched heads.
   DiagnoseOptions dopt;
   dopt.bos = plan.bos;
-  const Diagnosis before = diagnose(model, tok, dopt, o.model);
   TrainWeights w = TrainWeights::from_model(model);
+  TrainWeightsSource source(w);
+  const Diagnosis before = diagnose(source, tok, dopt, o.model);
   if (o.reinit) reinitialize(w, targets, o.init, o.seed);
   TargetSlices slices = TargetSlices::gather(w, targets);
   std::vector<size_t> sizes;
@@ -257,7 +259,6 @@ int run_repair(const RepairOptions& o) {
     write_text_atomic(run / "config.json", options.dump(1) + "\n");
   }
   Gradients grads = Gradients::surgical(c, targets);
-  TrainWeightsSource source(w);
 
   // A fixed sample of chunks for the training PPL.
   std::vector<std::vector<int32_t>> train_sample;
