@@ -1,0 +1,51 @@
+// The whole story on the built-in demo model: diagnose -> plan -> repair -> diagnose again, with
+// the gradient-only control (same masks, no re-initialisation) beside it.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace hs {
+
+struct DemoOptions {
+  std::string model;    // checkpoint directory (default: the built-in models/demo)
+  std::string out_dir;  // figures, plan, diagnoses and the run directories
+  std::string corpus;   // repair corpus (default: MODEL/corpus)
+  std::string heldout;  // held-out prompts, one per line (default: MODEL/heldout.txt)
+  // Tuned on the built-in model: 2 epochs of its 300 KB corpus wake every target; more epochs
+  // overfit the corpus (held-out PPL rises while training PPL falls).
+  int epochs = 2, seq = 128, accum = 8;
+  double lr = 1e-3;
+  uint64_t seed = 0;
+  bool control = true;  // also run the --no-reinit control
+  bool quiet = false;
+};
+
+// One condition's outcome: the best checkpoint, diagnosed.
+struct DemoArm {
+  int recovered = 0;  // targets healthy after
+  int healthy_after = 0;
+  double ppl_after = 0;
+  double seconds = 0;
+};
+
+struct DemoResult {
+  std::string model;
+  int heads = 0, targets = 0, healthy_before = 0;
+  double ppl_before = 0;
+  DemoArm surgery;
+  bool has_control = false;
+  DemoArm control;
+  double seconds = 0;
+  std::string out_dir;
+
+  // The README's contract: targets, recovered, healthy_before, healthy_after, ppl_before,
+  // ppl_after, seconds (surgery arm), plus "control" when it ran.
+  nlohmann::json to_json() const;
+  std::string render_table() const;
+};
+
+DemoResult run_demo(const DemoOptions& o);
+
+}  // namespace hs
