@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages headsurgeon builds against (skips apt when all are present).
+# --tests adds what only the test suite uses (Chromium for the HTML report's browser test).
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config libopenblas-openmp-dev libgfortran5 nlohmann-json3-dev libpcre2-dev
-      libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev)
+      libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev libpng-dev)
+[ "${1:-}" = --tests ] && PKGS+=(chromium)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# One command for a newcomer: install dependencies, build, and diagnose the built-in model.
+# One command for a newcomer: install dependencies, build, and run the demo on the built-in model
+# (diagnose -> plan -> repair -> diagnose again, beside the gradient-only control).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh
 mkdir -p out
-build/headsurgeon diagnose models/tiny16 --json out/diagnosis.json --svg out/diagnosis.svg
-echo
-echo "wrote out/diagnosis.json and out/diagnosis.svg"
+build/headsurgeon demo -o out/demo --json out/demo/demo.json

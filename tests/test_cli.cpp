@@ -71,8 +71,8 @@ class Cli : public ::testing::Test {
 };
 
 TEST_F(Cli, HelpForEverySubcommand) {
-  for (const char* sub :
-       {"", "diagnose", "tokenize", "ppl", "plan", "repair", "dormancy", "ablate"}) {
+  for (const char* sub : {"", "diagnose", "tokenize", "ppl", "plan", "repair", "dormancy", "ablate",
+                          "generate", "drift", "report", "pretrain", "demo"}) {
     const Result r = run(std::string(sub) + " --help");
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << sub;
@@ -268,6 +268,102 @@ TEST_F(Cli, AblatingAnMlpEqualsZeroingItsWeights) {
 TEST_F(Cli, UnwritableOutputLeavesNothingBehind) {
   const Result r = run("diagnose " + kTiny8 + " --json " + (dir_ / "no/such/dir/d.json").string());
   expect_error(r, {"d.json"});
+}
+
+TEST_F(Cli, GeneratePromptsFileToJsonl) {
+  // Blank lines are skipped; a CRLF line loses its \r.
+  const fs::path pf =
+      write("prompts.txt", "The river carried\n\n   \nfn main() {\r\nLa structure du langage\n");
+  const fs::path out = dir_ / "gen.jsonl";
+  const std::string args = "generate " + kTiny8 + " --prompts-file " + pf.string() +
+                           " --n 2 --max-new-tokens 5 --seed 3 --out ";
+  const Result r = run(args + out.string());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("tok/s"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, "");
+  auto lines_of = [](const std::string& text) {
+    std::vector<nlohmann::json> v;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) v.push_back(nlohmann::json::parse(line));
+    return v;
+  };
+  const auto lines = lines_of(slurp(out));
+  ASSERT_EQ(lines.size(), 6u);  // 3 prompts x 2 samples
+  const std::vector<std::string> prompts = {"The river carried", "fn main() {",
+                                            "La structure du langage"};
+  const int file_line[] = {1, 4, 5};
+  for (size_t k = 0; k < lines.size(); ++k) {
+    const auto& j = lines[k];
+    for (const char* key :
+         {"model", "prompt_index", "line", "prompt", "sample", "text", "completion", "ids",
+          "prompt_tokens", "new_tokens", "stop", "seconds", "settings"})
+      EXPECT_TRUE(j.contains(key)) << key;
+    EXPECT_EQ(j["prompt_index"], k / 2);
+    EXPECT_EQ(j["sample"], k % 2);
+    EXPECT_EQ(j["prompt"], prompts[k / 2]);
+    EXPECT_EQ(j["line"], file_line[k / 2]);
+    EXPECT_LE(int(j["new_tokens"]), 5);
+    EXPECT_EQ(j["ids"].size(), size_t(j["prompt_tokens"]) + size_t(j["new_tokens"]));
+    EXPECT_EQ(std::string(j["text"]).rfind(prompts[k / 2], 0), 0u) << j["text"];
+    EXPECT_EQ(j["settings"]["seed"], 3);
+  }
+  // The same seed gives the same completions (JSONL on stdout with "--out -").
+  const Result again = run(args + "- -q");
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(again.err, "");
+  const auto lines2 = lines_of(again.out);
+  ASSERT_EQ(lines2.size(), 6u);
+  for (size_t k = 0; k < lines.size(); ++k) EXPECT_EQ(lines2[k]["ids"], lines[k]["ids"]) << k;
+}
+
+TEST_F(Cli, GeneratePromptTextAndJson) {
+  const std::string args =
+      "generate " + kTiny8 + " --prompt 'Hello world' --temperature 0 --max-new-tokens 4";
+  const Result t = run(args);
+  ASSERT_EQ(t.code, 0) << t.err;
+  const Result j = run(args + " --json -");
+  ASSERT_EQ(j.code, 0) << j.err;
+  const auto js = nlohmann::json::parse(j.out);  // --json - : JSON only on stdout
+  ASSERT_EQ(js["completions"].size(), 1u);
+  const auto& c = js["completions"][0];
+  EXPECT_EQ(t.out, std::string(c["text"]) + "\n");
+  EXPECT_EQ(c["ids"].size(), 9u);  // "Hello world" is 5 tokens, then 4 greedy ones
+  EXPECT_EQ(nlohmann::json(std::vector<int>(c["ids"].begin(), c["ids"].begin() + 5)),
+            nlohmann::json({43, 729, 362, 7595, 2378}));
+  const Result b = run(args + " --bos --json -");
+  ASSERT_EQ(b.code, 0) << b.err;
+  EXPECT_EQ(nlohmann::json::parse(b.out)["completions"][0]["ids"][0], 1);  // <s>
+}
+
+TEST_F(Cli, GenerateBadInputs) {
+  const std::string g = "generate " + kTiny8;
+  const std::string missing = (dir_ / "no_such_prompts.txt").string();
+  expect_error(run(g + " --prompts-file " + missing), {missing});
+  const fs::path blank = write("blank.txt", "\n   \n\n");
+  expect_error(run(g + " --prompts-file " + blank.string()), {blank.string(), "no prompts"});
+  const fs::path bad = write("bad.txt", "ok line\n\xff\xfe broken\n");
+  expect_error(run(g + " --prompts-file " + bad.string()), {bad.string(), "UTF-8"});
+  expect_error(run(g + " --prompt ''"), {"--prompt", "empty prompt"});
+  EXPECT_EQ(run(g).code, 2);  // neither --prompt nor --prompts-file
+  EXPECT_EQ(run(g + " --prompt x --prompts-file " + blank.string()).code, 2);
+  EXPECT_EQ(run(g + " --prompt x --temperature -1").code, 2);
+  EXPECT_EQ(run(g + " --prompt x --top-p 1.5").code, 2);
+}
+
+TEST_F(Cli, GenerateLeavesIdsPastTheTokenizerOutOfTheText) {
+  // Embedding rows beyond the tokenizer's vocabulary (BLOOM has 200 such padding rows) can be
+  // sampled; like HF's decode, the text skips them and the ids keep them.
+  const fs::path m = dir_ / "wide";
+  const std::string mk = (fs::path(HS_BINARY).parent_path() / "make_random_checkpoint").string() +
+                         " --shape custom --hidden 64 --layers 2 --heads 4 --vocab 16384 " +
+                         "--dtype f32 --tokenizer " + kTiny8 + "/tokenizer.json -o " + m.string();
+  ASSERT_EQ(std::system((mk + " >/dev/null 2>&1").c_str()), 0);
+  const Result r = run("generate " + m.string() +
+                       " --prompt Hello --temperature 1 --top-p 1 --max-new-tokens 20 --json - -q");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto c = nlohmann::json::parse(r.out)["completions"][0];
+  EXPECT_TRUE(std::any_of(c["ids"].begin(), c["ids"].end(), [](int id) { return id >= 8192; }));
+  EXPECT_EQ(std::string(c["text"]).rfind("Hello", 0), 0u);
 }
 
 }  // namespace

@@ -179,6 +179,34 @@ TEST(FiniteDifferences, AlibiAttentionWithHeadMask) {
     }
 }
 
+// The induced-collapse term of the demo recipe: -log p[t, 0] summed over rows t >= 1 of the
+// masked heads, against a direct float64 evaluation of the probabilities.
+TEST(FiniteDifferences, AttentionSinkTerm) {
+  const int64_t T = 6, H = 3, hd = 4;
+  auto qkv = randn(T * 3 * H * hd, 3);
+  const auto slopes = alibi_slopes(H);
+  const uint8_t mask[3] = {1, 0, 1};
+  const double weight = 0.7;
+  auto loss = [&] {
+    std::vector<double> probs(H * T * T), ctx(T * H * hd);
+    cpu::alibi_attention_forward<double>(ctx.data(), probs.data(), nullptr, qkv.data(),
+                                         slopes.data(), T, H, hd);
+    double l = 0;
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 1; t < T; ++t)
+        if (mask[h]) l -= weight * std::log(probs[(h * T + t) * T]);
+    return l;
+  };
+  std::vector<double> dqkv(qkv.size(), 0);
+  const double got = cpu::alibi_sink_loss_backward<double>(dqkv.data(), qkv.data(), slopes.data(),
+                                                           mask, weight, T, H, hd);
+  EXPECT_NEAR(got, loss(), 1e-12 * std::abs(loss()));
+  expect_gradient(qkv, dqkv, loss, "sink term dqkv");
+  // Unmasked heads get nothing.
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 3 * hd; c < 6 * hd; ++c) EXPECT_EQ(dqkv[t * 3 * H * hd + c], 0.0);
+}
+
 TEST(FiniteDifferences, CrossEntropyChunk) {
   const int64_t T = 3, V = 9;
   auto logits = randn(T * V, 1, 3.0);

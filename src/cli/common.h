@@ -53,6 +53,11 @@ void add_plan(CLI::App& app);
 void add_repair(CLI::App& app);
 void add_dormancy(CLI::App& app);
 void add_ablate(CLI::App& app);
+void add_drift(CLI::App& app);
+void add_report(CLI::App& app);
+void add_generate(CLI::App& app);
+void add_pretrain(CLI::App& app);
+void add_demo(CLI::App& app);
 
 // Thrown by a subcommand to end the process with a code other than 0 after a clean stop.
 struct ExitCode {

@@ -31,6 +31,11 @@ int main(int argc, char** argv) {
   hs::cli::add_repair(app);
   hs::cli::add_dormancy(app);
   hs::cli::add_ablate(app);
+  hs::cli::add_drift(app);
+  hs::cli::add_report(app);
+  hs::cli::add_generate(app);
+  hs::cli::add_pretrain(app);
+  hs::cli::add_demo(app);
 
   try {
     app.parse(argc, argv);

@@ -1,5 +1,7 @@
 #include "model/train.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -53,7 +55,8 @@ using LayerTargets = std::vector<std::pair<int, size_t>>;
 // need_input_grad). Weight gradients go to gl (full mode) or to the target slices.
 void block_backward(std::vector<float>& dx, const TrainLayer& w, const BloomConfig& c,
                     const float* slopes, int64_t T, const LayerActs& s, bool need_input_grad,
-                    TrainLayer* gl, const LayerTargets& targets, Gradients& g) {
+                    TrainLayer* gl, const LayerTargets& targets, Gradients& g,
+                    const uint8_t* sink_heads, float sink_weight, double& sink_loss) {
   const int64_t d = c.hidden, H = c.n_head, hd = c.head_dim();
   const bool full = gl != nullptr;
   // MLP.
@@ -93,6 +96,18 @@ void block_backward(std::vector<float>& dx, const TrainLayer& w, const BloomConf
   if (full)
     cpu::linear_backward_weight<float>(gl->qkv_w.data(), d, gl->qkv_b.data(), dqkv.data(), 3 * d,
                                        s.a.data(), d, T, 3 * d, d);
+  if (sink_heads) {
+    // The sink term trains only the collapsing heads' own Q/K rows: it stops at the qkv
+    // projection, so the residual stream (and the language model) is not bent towards it.
+    std::vector<float> dsink(T * 3 * d, 0.0f);
+    sink_loss += cpu::alibi_sink_loss_backward<float>(dsink.data(), s.qkv.data(), slopes,
+                                                      sink_heads, sink_weight, T, H, hd);
+    for (int64_t h = 0; h < H; ++h)
+      if (sink_heads[h])
+        cpu::linear_backward_weight<float>(gl->qkv_w.data() + h * 3 * hd * d, d,
+                                           gl->qkv_b.data() + h * 3 * hd, dsink.data() + h * 3 * hd,
+                                           3 * d, s.a.data(), d, T, 3 * hd, d);
+  }
   for (auto [h, k] : targets)
     cpu::linear_backward_weight<float>(g.qkv_rows[k].data(), d, g.qkv_bias[k].data(),
                                        dqkv.data() + h * 3 * hd, 3 * d, s.a.data(), d, T, 3 * hd,
@@ -230,7 +245,7 @@ void TrainWeightsSource::for_each_vocab_chunk(
 }
 
 double loss_and_grad(const TrainWeights& w, const std::vector<int32_t>& ids, double weight,
-                     Gradients& g) {
+                     Gradients& g, SinkTerm* sink) {
   const BloomConfig& c = w.config;
   const int64_t d = c.hidden, L = c.n_layer, V = c.vocab, T = int64_t(ids.size());
   const float eps = float(c.ln_eps);
@@ -306,9 +321,22 @@ double loss_and_grad(const TrainWeights& w, const std::vector<int32_t>& ids, dou
                                  full ? g.full.lnf_b.data() : nullptr, dxf.data(), x.data(),
                                  w.lnf_w.data(), f_mean.data(), f_rstd.data(), T, d);
 
-  for (int64_t l = L - 1; l >= l0; --l)
+  if (sink && !full) throw Error("the attention-sink term needs full gradients");
+  double sink_loss = 0;
+  const float sink_weight = sink ? float(weight * sink->strength) : 0.0f;
+  for (int64_t l = L - 1; l >= l0; --l) {
+    const uint8_t* sink_heads = nullptr;
+    if (sink && std::any_of(&sink->heads[l * c.n_head], &sink->heads[(l + 1) * c.n_head],
+                            [](uint8_t v) { return v != 0; }))
+      sink_heads = &sink->heads[l * c.n_head];
     block_backward(dx, w.layers[l], c, w.slopes.data(), T, acts[l - l0], l > l0 || full,
-                   full ? &g.full.layers[l] : nullptr, per_layer[l], g);
+                   full ? &g.full.layers[l] : nullptr, per_layer[l], g, sink_heads, sink_weight,
+                   sink_loss);
+  }
+  if (sink) {
+    sink->loss = sink_loss;
+    loss += sink_loss;
+  }
   if (!full) return loss;
   std::vector<float> demb(T * d, 0.0f);
   cpu::layernorm_backward<float>(demb.data(), g.full.emb_ln_w.data(), g.full.emb_ln_b.data(),
@@ -317,6 +345,36 @@ double loss_and_grad(const TrainWeights& w, const std::vector<int32_t>& ids, dou
   for (int64_t t = 0; t < T; ++t)
     cpu::residual_add<float>(g.full.emb.data() + int64_t(ids[t]) * d, &demb[t * d], d);
   return loss;
+}
+
+double batch_loss_and_grad(const TrainWeights& w,
+                           const std::vector<const std::vector<int32_t>*>& seqs, double weight,
+                           std::vector<Gradients>& scratch, SinkTerm* sink) {
+  const int threads = int(scratch.size());
+  std::vector<double> loss(threads, 0.0), aux(threads, 0.0);
+  std::vector<SinkTerm> sinks(sink ? threads : 0, sink ? *sink : SinkTerm{});
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    const int t = omp_get_thread_num();
+    scratch[t].zero();
+    for (size_t i = size_t(t); i < seqs.size(); i += size_t(threads)) {
+      loss[t] += loss_and_grad(w, *seqs[i], weight, scratch[t], sink ? &sinks[t] : nullptr);
+      if (sink) aux[t] += sinks[t].loss;
+    }
+  }
+  auto g0 = scratch[0].buffers();
+  for (int t = 1; t < threads; ++t) {
+    auto gt = scratch[t].buffers();
+    for (size_t k = 0; k < g0.size(); ++k)
+      for (size_t i = 0; i < g0[k]->size(); ++i) (*g0[k])[i] += (*gt[k])[i];
+  }
+  double total = 0, total_aux = 0;
+  for (int t = 0; t < threads; ++t) {
+    total += loss[t];
+    total_aux += aux[t];
+  }
+  if (sink) sink->loss = total_aux;
+  return total;
 }
 
 }  // namespace hs

@@ -73,10 +73,30 @@ struct Gradients {
   std::vector<std::vector<float>*> buffers();
 };
 
+// The demo recipe's induced collapse (pretraining only, full mode): heads [l * H + h] != 0 are
+// pushed onto the first token by an auxiliary loss
+//   weight_seq * strength * sum over those heads and rows t >= 1 of -log p[t, 0],
+// whose gradient reaches only those heads' own query_key_value rows and bias (it is not
+// propagated into the residual stream).
+struct SinkTerm {
+  std::vector<uint8_t> heads;  // [L * H]
+  double strength = 0;
+  double loss = 0;  // out: the auxiliary loss of the last call (included in its return value)
+};
+
 // Forward + backward of one sequence; adds to g the gradient of
-//   sum_t weight * CE(logits[t], ids[t+1])  over t < T-1,
+//   sum_t weight * CE(logits[t], ids[t+1])  over t < T-1  (+ the sink term when given),
 // and returns that (weighted) loss sum. Thread-parallel inside each operation.
 double loss_and_grad(const TrainWeights& w, const std::vector<int32_t>& ids, double weight,
-                     Gradients& g);
+                     Gradients& g, SinkTerm* sink = nullptr);
+
+// loss_and_grad over a batch with the sequences spread over threads (one Gradients per thread
+// in `scratch`, each thread running the operations single-threaded), summed into scratch[0] in
+// a fixed order: the result depends on the thread count, never on timing. For small models,
+// whose matrices are too small to keep several threads busy inside one operation. Zeroes the
+// scratch gradients first; sink->loss receives the batch's auxiliary loss.
+double batch_loss_and_grad(const TrainWeights& w,
+                           const std::vector<const std::vector<int32_t>*>& seqs, double weight,
+                           std::vector<Gradients>& scratch, SinkTerm* sink = nullptr);
 
 }  // namespace hs

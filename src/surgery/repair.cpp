@@ -1,5 +1,6 @@
 #include "surgery/repair.h"
 
+#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include "model/save.h"
 #include "surgery/optimizer.h"
 #include "surgery/plan.h"
+#include "text/corpus.h"
 #include "text/tokenizer.h"
 #include "util/error.h"
 #include "util/files.h"
@@ -34,59 +36,6 @@ namespace {
 
 std::atomic<bool> g_interrupted{false};
 extern "C" void on_signal(int) { g_interrupted = true; }
-
-// Every regular file under the given paths, folders walked recursively in sorted order.
-std::vector<std::string> corpus_files(const std::vector<std::string>& paths) {
-  std::vector<std::string> files;
-  for (const auto& p : paths) {
-    std::error_code ec;
-    if (fs::is_directory(p, ec)) {
-      std::vector<std::string> found;
-      for (const auto& e : fs::recursive_directory_iterator(p, ec))
-        if (e.is_regular_file()) found.push_back(e.path().string());
-      std::sort(found.begin(), found.end());
-      if (found.empty()) throw Error(p, "corpus folder holds no files");
-      files.insert(files.end(), found.begin(), found.end());
-    } else if (fs::is_regular_file(p, ec)) {
-      files.push_back(p);
-    } else {
-      throw Error(p, "corpus path does not exist");
-    }
-  }
-  return files;
-}
-
-// The corpus as one token stream (files joined by </s>), cut into seq-token chunks.
-std::vector<std::vector<int32_t>> corpus_chunks(const std::vector<std::string>& paths,
-                                                const Tokenizer& tok, int64_t eos, int seq) {
-  std::vector<int32_t> stream;
-  for (const auto& f : corpus_files(paths)) {
-    const std::string text = read_file(f, true);
-    if (text.empty()) continue;
-    if (!stream.empty()) stream.push_back(int32_t(eos));
-    const auto ids = tok.encode(text);
-    stream.insert(stream.end(), ids.begin(), ids.end());
-  }
-  const std::string where = paths.size() == 1 ? paths[0] : "corpus";
-  if (stream.empty()) throw Error(where, "the corpus is empty");
-  if (int64_t(stream.size()) < seq)
-    throw Error(where, "the corpus has " + std::to_string(stream.size()) +
-                           " tokens, fewer than one chunk of --seq " + std::to_string(seq));
-  std::vector<std::vector<int32_t>> chunks;
-  for (size_t p = 0; p + size_t(seq) <= stream.size(); p += size_t(seq))
-    chunks.emplace_back(stream.begin() + p, stream.begin() + p + seq);
-  return chunks;
-}
-
-// Epoch e's order of the chunks: a Fisher-Yates shuffle seeded from (seed, e), written out
-// because std::shuffle's algorithm differs between standard libraries.
-std::vector<size_t> epoch_order(size_t n, uint64_t seed, int64_t epoch) {
-  std::vector<size_t> order(n);
-  for (size_t i = 0; i < n; ++i) order[i] = i;
-  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + uint64_t(epoch) + 1);
-  for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[rng() % i]);
-  return order;
-}
 
 struct RunState {
   int64_t step = 0;            // optimizer steps done
@@ -215,6 +164,7 @@ int run_repair(const RepairOptions& o) {
   if (!o.resume && fs::exists(run / "state"))
     throw Error(o.out_dir, "already holds a run: use --resume to continue it, or another -o");
   fs::create_directories(run / "checkpoints");
+  fs::create_directories(run / "diagnoses");
 
   const int64_t steps_per_epoch = (int64_t(chunks.size()) + o.accum - 1) / o.accum;
   const int64_t total = steps_per_epoch * o.epochs;
@@ -245,6 +195,8 @@ int run_repair(const RepairOptions& o) {
   TrainWeights w = TrainWeights::from_model(model);
   TrainWeightsSource source(w);
   const Diagnosis before = diagnose(source, tok, dopt, o.model);
+  // Full diagnoses (here and at each evaluation) in `diagnose --json` form, for drift and report.
+  write_text_atomic(run / "diagnosis_before.json", to_json(before).dump(1) + "\n");
   if (o.reinit) reinitialize(w, targets, o.init, o.seed);
   TargetSlices slices = TargetSlices::gather(w, targets);
   std::vector<size_t> sizes;
@@ -258,7 +210,11 @@ int run_repair(const RepairOptions& o) {
     write_text_atomic(run / "plan.json", plan.to_json().dump(1) + "\n");
     write_text_atomic(run / "config.json", options.dump(1) + "\n");
   }
-  Gradients grads = Gradients::surgical(c, targets);
+  // Small models (the demo's d = 128) run the micro-batches one per thread; large ones keep
+  // every thread inside each operation, where their matrices keep them busy.
+  const int seq_threads =
+      c.hidden < 512 ? std::max(1, std::min(omp_get_max_threads(), o.accum)) : 1;
+  std::vector<Gradients> grads(size_t(seq_threads), Gradients::surgical(c, targets));
 
   // A fixed sample of chunks for the training PPL.
   std::vector<std::vector<int32_t>> train_sample;
@@ -268,6 +224,8 @@ int run_repair(const RepairOptions& o) {
   auto evaluate = [&](int64_t epoch_done) {
     const auto t0 = std::chrono::steady_clock::now();
     const Diagnosis now = diagnose(source, tok, dopt, o.out_dir);
+    write_text_atomic(run / "diagnoses" / ("step-" + std::to_string(st.step) + ".json"),
+                      to_json(now).dump(1) + "\n");
     int woken = 0;
     for (const HeadRef& t : targets) woken += now.class_of(t.layer, t.head) == HeadClass::Healthy;
     nlohmann::json drift = nlohmann::json::array();
@@ -348,18 +306,17 @@ int run_repair(const RepairOptions& o) {
     const auto order = epoch_order(chunks.size(), o.seed, epoch);
     const size_t first = size_t(in_epoch) * size_t(o.accum);
     const size_t last = std::min(order.size(), first + size_t(o.accum));
-    grads.zero();
-    double loss = 0;
     const double n_micro = double(last - first);
-    for (size_t i = first; i < last; ++i)
-      loss += loss_and_grad(w, chunks[order[i]], 1.0 / (n_micro * (o.seq - 1)), grads);
+    std::vector<const std::vector<int32_t>*> batch;
+    for (size_t i = first; i < last; ++i) batch.push_back(&chunks[order[i]]);
+    const double loss = batch_loss_and_grad(w, batch, 1.0 / (n_micro * (o.seq - 1)), grads);
     if (!std::isfinite(loss))
       throw Error(o.out_dir, "loss became " + std::to_string(loss) + " at step " +
                                  std::to_string(st.step + 1) +
                                  ": stopped; the last checkpoint and state are intact");
-    clip_grad_norm(grads.buffers(), o.clip);
+    clip_grad_norm(grads[0].buffers(), o.clip);
     const double lr = o.lr * lr_factor(st.step, warmup, total);
-    opt.step(slices.buffers(), grads.buffers(), lr);
+    opt.step(slices.buffers(), grads[0].buffers(), lr);
     slices.scatter(w);
     ++st.step;
     tokens_done += int64_t(n_micro) * o.seq;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "util/random.h"
+
 namespace hs {
 
 TargetSlices TargetSlices::gather(const TrainWeights& w, std::vector<HeadRef> targets) {
@@ -47,25 +49,17 @@ void reinitialize(TrainWeights& w, const std::vector<HeadRef>& targets, InitKind
                   uint64_t seed) {
   const int64_t d = w.config.hidden, hd = w.config.head_dim();
   const double fan_in = double(d), fan_out = double(3 * hd);
-  // mt19937_64's sequence is fixed by the C++ standard; the normal transform is ours (Box-Muller)
-  // because std::normal_distribution differs between standard libraries.
-  std::mt19937_64 rng(seed);
-  auto uniform01 = [&] { return (double(rng() >> 11) + 0.5) * 0x1.0p-53; };
+  Rng rng(seed);
   for (const HeadRef& t : targets) {
     TrainLayer& L = w.layers[t.layer];
     const int64_t r0 = t.head * 3 * hd;
     float* rows = L.qkv_w.data() + r0 * d;
     const int64_t n = 3 * hd * d;
     if (kind == InitKind::XavierNormal) {
-      const double std = std::sqrt(2.0 / (fan_in + fan_out));
-      for (int64_t i = 0; i < n; i += 2) {
-        const double r = std::sqrt(-2.0 * std::log(uniform01())), a = 2 * M_PI * uniform01();
-        rows[i] = float(std * r * std::cos(a));
-        if (i + 1 < n) rows[i + 1] = float(std * r * std::sin(a));
-      }
+      rng.fill_normal(rows, n, std::sqrt(2.0 / (fan_in + fan_out)));
     } else {
       const double bound = std::sqrt(6.0 / (fan_in + fan_out));
-      for (int64_t i = 0; i < n; ++i) rows[i] = float((2 * uniform01() - 1) * bound);
+      for (int64_t i = 0; i < n; ++i) rows[i] = float((2 * rng.uniform01() - 1) * bound);
     }
     std::fill_n(L.qkv_b.data() + r0, 3 * hd, 0.0f);
     for (int64_t o = 0; o < d; ++o) std::fill_n(L.dense_w.data() + o * d + t.head * hd, hd, 0.0f);

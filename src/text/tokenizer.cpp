@@ -687,7 +687,9 @@ struct Tokenizer::Impl {
   void build_decoding_tables();
 
   void encode_added(std::string_view text, int pass, Work& w) const;
-  void pre_tokenize(std::string_view piece, size_t stage, Work& w) const;
+  // Runs the pre-tokenizer stages from `stage` on and hands each final piece (raw bytes) to fn.
+  template <class F>
+  void split_pieces(std::string_view piece, size_t stage, F&& fn) const;
   void bpe(std::string_view word, Work& w) const;
   void bpe_uncached(std::string_view word, Work& w) const;
 };
@@ -855,7 +857,10 @@ void Tokenizer::Impl::build_decoding_tables() {
 }
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
-  const json j = read_json_file(path);
+  return from_json(read_json_file(path), path);
+}
+
+Tokenizer Tokenizer::from_json(const nlohmann::json& j, const std::string& path) {
   auto impl = std::make_unique<Impl>();
   impl->path = path;
   try {
@@ -893,7 +898,7 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 // normalized text (the same text here: there is no normalizer), pass 2 pre-tokenizes the rest.
 void Tokenizer::Impl::encode_added(std::string_view text, int pass, Work& w) const {
   if (pass == 2) {
-    pre_tokenize(text, 0, w);
+    split_pieces(text, 0, [&](std::string_view word) { bpe(word, w); });
     return;
   }
   const AddedMatcher& matcher = pass == 0 ? added_plain : added_normalized;
@@ -910,20 +915,21 @@ void Tokenizer::Impl::encode_added(std::string_view text, int pass, Work& w) con
   if (prev < text.size()) encode_added(text.substr(prev), pass + 1, w);
 }
 
-void Tokenizer::Impl::pre_tokenize(std::string_view piece, size_t stage, Work& w) const {
+template <class F>
+void Tokenizer::Impl::split_pieces(std::string_view piece, size_t stage, F&& fn) const {
   if (stage == stages.size()) {
-    bpe(piece, w);
+    fn(piece);
     return;
   }
   const Stage& st = stages[stage];
   if (!st.prepend_space) {
-    split_isolated(st.re.get(), piece, [&](std::string_view p) { pre_tokenize(p, stage + 1, w); });
+    split_isolated(st.re.get(), piece, [&](std::string_view p) { split_pieces(p, stage + 1, fn); });
   } else if (piece.starts_with(' ')) {
-    pre_tokenize(piece, stage + 1, w);
+    split_pieces(piece, stage + 1, fn);
   } else {
     std::string spaced(1, ' ');
     spaced += piece;
-    pre_tokenize(spaced, stage + 1, w);
+    split_pieces(spaced, stage + 1, fn);
   }
 }
 
@@ -1031,6 +1037,20 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) c
     bytes += m.id_bytes[id];
   }
   return utf8_lossy(bytes);
+}
+
+void Tokenizer::for_each_word(std::string_view text,
+                              const std::function<void(std::string_view)>& fn) const {
+  const size_t bad = first_invalid_utf8(text);
+  if (bad != std::string_view::npos) throw Error("invalid UTF-8 at byte " + std::to_string(bad));
+  impl_->split_pieces(text, 0, fn);
+}
+
+std::string byte_level_encode(std::string_view bytes) {
+  const auto& alpha = byte_alphabet();
+  std::string out;
+  for (const char c : bytes) append_utf8(out, alpha.to_char[static_cast<unsigned char>(c)]);
+  return out;
 }
 
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <span>
 #include <string>
@@ -18,6 +20,8 @@ class Tokenizer {
   // Throws hs::Error("PATH: problem") for a missing file, bad JSON, a model that is not BPE,
   // a pre-tokenizer or decoder we do not implement, or a regex that does not compile.
   static Tokenizer from_file(const std::string& path);
+  // The same from parsed JSON; errors name `path`.
+  static Tokenizer from_json(const nlohmann::json& j, const std::string& path);
   ~Tokenizer();
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
@@ -27,6 +31,10 @@ class Tokenizer {
   // Special tokens are kept (as HF's decode does by default) unless skip_special.
   std::string decode(std::span<const int32_t> ids, bool skip_special = false) const;
 
+  // The pre-tokenizer's pieces of text (raw bytes), each a word BPE would merge within: what a
+  // vocabulary is trained on. Added tokens are not matched. Throws on invalid UTF-8.
+  void for_each_word(std::string_view text, const std::function<void(std::string_view)>& fn) const;
+
   std::optional<int32_t> token_to_id(std::string_view token) const;
   size_t vocab_size() const;  // including added tokens
 
@@ -35,5 +43,9 @@ class Tokenizer {
   explicit Tokenizer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// Bytes as the byte-level alphabet's characters (GPT-2's bytes_to_unicode): how vocabulary
+// entries are spelled in tokenizer.json.
+std::string byte_level_encode(std::string_view bytes);
 
 }  // namespace hs

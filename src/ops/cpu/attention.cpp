@@ -134,6 +134,47 @@ void alibi_attention_backward(T* dqkv, const T* dctx, const T* qkv, const float*
   }
 }
 
+template <class T>
+double alibi_sink_loss_backward(T* dqkv, const T* qkv, const float* slopes,
+                                const uint8_t* head_mask, T weight, int64_t Tn, int64_t H,
+                                int64_t hd) {
+  const int64_t ld = 3 * H * hd;
+  const T scale = T(1) / std::sqrt(T(hd));
+  std::vector<double> head_loss(H, 0.0);
+  // d(-log p0)/d score_j = p_j - [j == 0]; heads in parallel as in the backward above.
+#pragma omp parallel
+  {
+    std::vector<T> p(Tn);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t h = 0; h < H; ++h) {
+      if (!head_mask[h]) continue;
+      for (int64_t t = 1; t < Tn; ++t) {
+        attention_row(p.data(), qkv, ld, h, hd, t, scale, T(slopes[h]));
+        head_loss[h] -= std::log(std::max(double(p[0]), 1e-30));
+        const T* q = qkv + t * ld + h * 3 * hd;
+        T* dq = dqkv + t * ld + h * 3 * hd;
+        for (int64_t j = 0; j <= t; ++j) {
+          const T ds = weight * (p[j] - T(j == 0)) * scale;
+          const T* k = qkv + j * ld + h * 3 * hd + hd;
+          T* dk = dqkv + j * ld + h * 3 * hd + hd;
+          for (int64_t i = 0; i < hd; ++i) {
+            dq[i] += ds * k[i];
+            dk[i] += ds * q[i];
+          }
+        }
+      }
+    }
+  }
+  double loss = 0;
+  for (int64_t h = 0; h < H; ++h) loss += head_loss[h];
+  return double(weight) * loss;
+}
+
+template double alibi_sink_loss_backward<float>(float*, const float*, const float*, const uint8_t*,
+                                                float, int64_t, int64_t, int64_t);
+template double alibi_sink_loss_backward<double>(double*, const double*, const float*,
+                                                 const uint8_t*, double, int64_t, int64_t, int64_t);
+
 template void alibi_attention_forward<float>(float*, float*, HeadStatSums*, const float*,
                                              const float*, int64_t, int64_t, int64_t);
 template void alibi_attention_forward<double>(double*, double*, HeadStatSums*, const double*,

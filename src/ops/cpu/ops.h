@@ -70,6 +70,14 @@ template <class T>
 void alibi_attention_backward(T* dqkv, const T* dctx, const T* qkv, const float* slopes,
                               const uint8_t* head_mask, int64_t Tn, int64_t H, int64_t hd);
 
+// Auxiliary attention-sink objective (the demo recipe's *induced* collapse): for the heads with
+// head_mask[h] != 0, loss = weight * sum over query rows t >= 1 of -log p[t, 0]. Adds its
+// gradient to dqkv and returns the loss. Row 0 is skipped: it can only attend to itself.
+template <class T>
+double alibi_sink_loss_backward(T* dqkv, const T* qkv, const float* slopes,
+                                const uint8_t* head_mask, T weight, int64_t Tn, int64_t H,
+                                int64_t hd);
+
 // Online log-sum-exp over vocabulary chunks: for each row t of logits[T, Vc] update the running
 // max m[t] and scaled sum s[t] (so lse = m + log s). Start with m = -inf, s = 0.
 void logsumexp_update(const float* logits, int64_t T, int64_t Vc, float* m, double* s);
