@@ -22,10 +22,7 @@ namespace fs = std::filesystem;
 
 const std::string kTiny8 = std::string(HS_TEST_DATA) + "/golden/models/tiny8";
 
-struct Result {
-  int code;
-  std::string out, err;
-};
+using hs::test::Result;
 
 using hs::test::slurp;
 
@@ -40,12 +37,7 @@ class Cli : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  Result run(const std::string& args) {
-    const std::string out = (dir_ / "stdout").string(), err = (dir_ / "stderr").string();
-    const std::string cmd = std::string(HS_BINARY) + " " + args + " >" + out + " 2>" + err;
-    const int st = std::system(cmd.c_str());
-    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(out), slurp(err)};
-  }
+  Result run(const std::string& args) { return hs::test::run_binary(dir_, args); }
   // A copy of tiny8 that a test may break.
   fs::path copy_model() {
     const fs::path m = dir_ / ("model" + std::to_string(++copies_));

@@ -22,10 +22,7 @@ using nlohmann::json;
 
 const std::string kTiny8 = std::string(HS_TEST_DATA) + "/golden/models/tiny8";
 
-struct Result {
-  int code;
-  std::string out, err;
-};
+using hs::test::Result;
 
 class DriftReport : public ::testing::Test {
  protected:
@@ -38,12 +35,7 @@ class DriftReport : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  Result run(const std::string& args) {
-    const std::string out = (dir_ / "stdout").string(), err = (dir_ / "stderr").string();
-    const int st =
-        std::system((std::string(HS_BINARY) + " " + args + " >" + out + " 2>" + err).c_str());
-    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(out), slurp(err)};
-  }
+  Result run(const std::string& args) { return hs::test::run_binary(dir_, args); }
   fs::path write(const std::string& name, const std::string& content) {
     std::ofstream(dir_ / name, std::ios::binary) << content;
     return dir_ / name;

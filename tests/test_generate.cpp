@@ -14,6 +14,7 @@
 #include "golden_data.h"
 #include "io/safetensors.h"
 #include "model/forward.h"
+#include "random_bloom.h"
 #include "test_util.h"
 
 namespace hs {
@@ -33,27 +34,7 @@ std::string random_model(int64_t d, int64_t H, int64_t L, int64_t V, bool post_l
   fs::create_directories(dir);
   std::mt19937 rng(4321);
   std::normal_distribution<float> nd(0, 1);
-  std::vector<std::tuple<std::string, std::vector<int64_t>, float, float>> specs = {
-      {"word_embeddings.weight", {V, d}, 0.5f, 0},
-      {"word_embeddings_layernorm.weight", {d}, 0.2f, 1},
-      {"word_embeddings_layernorm.bias", {d}, 0.2f, 0},
-      {"ln_f.weight", {d}, 0.2f, 1},
-      {"ln_f.bias", {d}, 0.2f, 0}};
-  for (int64_t l = 0; l < L; ++l) {
-    const std::string p = "h." + std::to_string(l) + ".";
-    for (const char* n : {"input_layernorm", "post_attention_layernorm"}) {
-      specs.push_back({p + n + ".weight", {d}, 0.2f, 1});
-      specs.push_back({p + n + ".bias", {d}, 0.2f, 0});
-    }
-    specs.push_back({p + "self_attention.query_key_value.weight", {3 * d, d}, 0.3f, 0});
-    specs.push_back({p + "self_attention.query_key_value.bias", {3 * d}, 0.1f, 0});
-    specs.push_back({p + "self_attention.dense.weight", {d, d}, 0.1f, 0});
-    specs.push_back({p + "self_attention.dense.bias", {d}, 0.1f, 0});
-    specs.push_back({p + "mlp.dense_h_to_4h.weight", {4 * d, d}, 0.1f, 0});
-    specs.push_back({p + "mlp.dense_h_to_4h.bias", {4 * d}, 0.1f, 0});
-    specs.push_back({p + "mlp.dense_4h_to_h.weight", {d, 4 * d}, 0.05f, 0});
-    specs.push_back({p + "mlp.dense_4h_to_h.bias", {d}, 0.1f, 0});
-  }
+  const auto specs = hs::test::random_bloom_specs(d, L, V);
   std::vector<std::vector<float>> bufs;
   std::vector<TensorToWrite> tw;
   bufs.reserve(specs.size());

@@ -1,6 +1,8 @@
 // Shared helpers for the tests: where the golden data lives, and reading it.
 #pragma once
 
+#include <sys/wait.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -40,6 +42,20 @@ inline std::string slurp(const std::filesystem::path& p) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+// What a run of the headsurgeon binary left: exit code (-1 when killed), stdout, stderr.
+struct Result {
+  int code;
+  std::string out, err;
+};
+
+// Runs the binary with args (a shell word list), capturing its output through files in dir.
+inline Result run_binary(const std::filesystem::path& dir, const std::string& args) {
+  const std::string out = (dir / "stdout").string(), err = (dir / "stderr").string();
+  const std::string cmd = std::string(HS_BINARY) + " " + args + " >" + out + " 2>" + err;
+  const int st = std::system(cmd.c_str());
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(out), slurp(err)};
 }
 
 }  // namespace hs::test
