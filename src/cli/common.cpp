@@ -21,27 +21,7 @@ void write_output(const std::string& path, const std::string& content) {
     std::cout.flush();
     return;
   }
-  std::error_code ec;
-  const auto st = std::filesystem::status(path, ec);
-  if (std::filesystem::exists(st) && !std::filesystem::is_regular_file(st)) {
-    // /dev/null, a FIFO, /dev/stdout: write in place; renaming over them would replace them.
-    std::ofstream f(path, std::ios::binary);
-    if (!(f << content) || !f.flush()) throw Error(path, "write failed");
-    return;
-  }
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw Error(path, "cannot write file");
-  const bool ok = std::fwrite(content.data(), 1, content.size(), f) == content.size() &&
-                  std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
-  if (std::fclose(f) != 0 || !ok) {
-    std::remove(tmp.c_str());
-    throw Error(path, "write failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw Error(path, "cannot replace file");
-  }
+  write_file_atomic(path, content);
 }
 
 void check_output_path(const std::string& path) {
@@ -61,10 +41,6 @@ void set_threads(int n) {
   if (n <= 0) return;
   omp_set_num_threads(n);
   openblas_set_num_threads(n);
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 Progress::Progress(std::string what, bool enabled)

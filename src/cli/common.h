@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "util/clock.h"
 #include "util/files.h"
 
 namespace hs::cli {
@@ -43,7 +44,7 @@ class Progress {
   bool printed_ = false;
 };
 
-double seconds_since(std::chrono::steady_clock::time_point t0);
+using hs::seconds_since;
 
 // Subcommands register themselves here.
 void add_diagnose(CLI::App& app);

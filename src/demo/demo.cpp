@@ -3,8 +3,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "diagnose/run.h"
 #include "eval/perplexity.h"
@@ -12,6 +10,7 @@
 #include "surgery/plan.h"
 #include "surgery/repair.h"
 #include "text/tokenizer.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/files.h"
 
@@ -21,21 +20,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-void write_text(const fs::path& p, const std::string& text) {
-  std::ofstream out(p);
-  out << text;
-  if (!out.flush()) throw Error(p.string(), "cannot write file");
-}
-
 std::vector<std::vector<int32_t>> heldout_ids(const std::string& path, const Tokenizer& tok) {
   std::vector<std::vector<int32_t>> ids;
-  std::istringstream in(read_file(path, true));
-  for (std::string line; std::getline(in, line);)
-    if (line.find_first_not_of(" \t\r") != std::string::npos) ids.push_back(tok.encode(line));
+  for (const std::string& line : read_nonblank_lines(path)) ids.push_back(tok.encode(line));
   if (ids.empty()) throw Error(path, "no held-out text (one prompt per line)");
   return ids;
 }
@@ -88,15 +75,15 @@ DemoResult run_demo(const DemoOptions& o) {
   r.heads = d0.layers * d0.heads;
   r.healthy_before = summarize(d0).healthy;
   r.ppl_before = before.ppl;
-  write_text(out / "diagnosis_before.json", to_json(d0).dump(1) + "\n");
-  write_text(out / "before.svg", render_svg(d0));
+  write_file_atomic((out / "diagnosis_before.json").string(), to_json(d0).dump(1) + "\n");
+  write_file_atomic((out / "before.svg").string(), render_svg(d0));
   if (!o.quiet) std::fprintf(stderr, "%s", render_table(d0).c_str());
 
   // The paper's pass 1: the sick heads of the detected band.
   Plan plan = make_plan(d0, PlanOptions{});
   const auto targets = plan.target_list();
   r.targets = int(targets.size());
-  write_text(out / "plan.json", plan.to_json().dump(1) + "\n");
+  write_file_atomic((out / "plan.json").string(), plan.to_json().dump(1) + "\n");
 
   auto arm = [&](bool reinit, const std::string& name) {
     const auto ta = std::chrono::steady_clock::now();
@@ -125,8 +112,9 @@ DemoResult run_demo(const DemoOptions& o) {
     a.healthy_after = summarize(after.diagnosis).healthy;
     a.ppl_after = after.ppl;
     a.seconds = seconds_since(ta);
-    write_text(out / ("diagnosis_" + name + ".json"), to_json(after.diagnosis).dump(1) + "\n");
-    write_text(out / (name + ".svg"), render_svg(after.diagnosis));
+    write_file_atomic((out / ("diagnosis_" + name + ".json")).string(),
+                      to_json(after.diagnosis).dump(1) + "\n");
+    write_file_atomic((out / (name + ".svg")).string(), render_svg(after.diagnosis));
     return a;
   };
   r.surgery = arm(true, "surgery");

@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "eval/perplexity.h"
@@ -20,6 +19,7 @@
 #include "text/bpe_trainer.h"
 #include "text/corpus.h"
 #include "text/tokenizer.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/files.h"
 #include "util/random.h"
@@ -70,10 +70,6 @@ bool decays(const std::string& name) {
          name.find("ln_f") == std::string::npos;
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 }  // namespace
 
 void run_pretrain(const PretrainOptions& o) {
@@ -99,7 +95,7 @@ void run_pretrain(const PretrainOptions& o) {
   }
   const Tokenizer tok =
       Tokenizer::from_json(tok_json, o.tokenizer.empty() ? tok_path : o.tokenizer);
-  std::ofstream(tok_path) << tok_json.dump() << "\n";
+  write_file_atomic(tok_path, tok_json.dump() + "\n");
 
   BloomConfig c;
   c.hidden = o.hidden;
@@ -245,7 +241,7 @@ void run_pretrain(const PretrainOptions& o) {
       {"val_chunks", val.size()},
       {"curve", curve},
       {"seconds", seconds_since(t0)}};
-  std::ofstream(fs::path(o.out_dir) / "recipe.json") << recipe.dump(1) << "\n";
+  write_file_atomic((fs::path(o.out_dir) / "recipe.json").string(), recipe.dump(1) + "\n");
   if (!o.quiet) std::fprintf(stderr, "wrote %s in %.0f s\n", o.out_dir.c_str(), seconds_since(t0));
 }
 

@@ -10,10 +10,8 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <sstream>
 
 #include "diagnose/run.h"
 #include "eval/generate.h"
@@ -25,6 +23,7 @@
 #include "surgery/plan.h"
 #include "text/corpus.h"
 #include "text/tokenizer.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/files.h"
 
@@ -46,15 +45,6 @@ struct RunState {
   int64_t loss_count = 0;
   nlohmann::json trajectory = nlohmann::json::array();
 };
-
-void write_text_atomic(const fs::path& p, const std::string& text) {
-  const fs::path tmp = p.string() + ".tmp-" + std::to_string(::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    if (!(f << text) || !f.flush()) throw Error(p.string(), "write failed");
-  }
-  fs::rename(tmp, p);
-}
 
 // Resumable state: the trainable slices (fp32 masters), Adam moments, counters. Written to a
 // fresh folder, then swapped in, so a crash mid-write leaves the previous state intact.
@@ -84,7 +74,7 @@ void save_state(const fs::path& run, TargetSlices& slices, AdamW& opt, const Run
                             {"loss_count", st.loss_count},
                             {"trajectory", st.trajectory},
                             {"options", options}};
-  std::ofstream(tmp / "state.json") << j.dump(1) << "\n";
+  write_file_atomic((tmp / "state.json").string(), j.dump(1) + "\n");
   const fs::path old = run / ("state.old-" + std::to_string(::getpid()));
   if (fs::exists(dir)) fs::rename(dir, old);
   fs::rename(tmp, dir);
@@ -132,9 +122,6 @@ const char* kGenPrompts[] = {"The meaning of", "def main():"};
 
 int run_repair(const RepairOptions& o) {
   const auto t_start = std::chrono::steady_clock::now();
-  auto since_start = [&] {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-  };
   if (o.seq < 2) throw Error("--seq", "must be at least 2");
   if (o.accum < 1 || o.epochs < 1) throw Error("--accum/--epochs", "must be at least 1");
   if (!(o.lr > 0) || !(o.clip > 0)) throw Error("--lr/--clip", "must be positive");
@@ -151,10 +138,7 @@ int run_repair(const RepairOptions& o) {
   const auto chunks = corpus_chunks(o.corpus, tok, c.eos_id, o.seq);
   std::vector<std::string> heldout = heldout_prompts();
   if (!o.heldout.empty()) {
-    heldout.clear();
-    std::istringstream in(read_file(o.heldout, true));
-    for (std::string line; std::getline(in, line);)
-      if (line.find_first_not_of(" \t\r") != std::string::npos) heldout.push_back(line);
+    heldout = read_nonblank_lines(o.heldout);
     if (heldout.empty()) throw Error(o.heldout, "no held-out text (one prompt per line)");
   }
   std::vector<std::vector<int32_t>> heldout_ids;
@@ -196,7 +180,7 @@ int run_repair(const RepairOptions& o) {
   TrainWeightsSource source(w);
   const Diagnosis before = diagnose(source, tok, dopt, o.model);
   // Full diagnoses (here and at each evaluation) in `diagnose --json` form, for drift and report.
-  write_text_atomic(run / "diagnosis_before.json", to_json(before).dump(1) + "\n");
+  write_file_atomic((run / "diagnosis_before.json").string(), to_json(before).dump(1) + "\n");
   if (o.reinit) reinitialize(w, targets, o.init, o.seed);
   TargetSlices slices = TargetSlices::gather(w, targets);
   std::vector<size_t> sizes;
@@ -207,8 +191,8 @@ int run_repair(const RepairOptions& o) {
     load_state(run, slices, opt, st, options);
     slices.scatter(w);
   } else {
-    write_text_atomic(run / "plan.json", plan.to_json().dump(1) + "\n");
-    write_text_atomic(run / "config.json", options.dump(1) + "\n");
+    write_file_atomic((run / "plan.json").string(), plan.to_json().dump(1) + "\n");
+    write_file_atomic((run / "config.json").string(), options.dump(1) + "\n");
   }
   // Small models (the demo's d = 128) run the micro-batches one per thread; large ones keep
   // every thread inside each operation, where their matrices keep them busy.
@@ -224,7 +208,7 @@ int run_repair(const RepairOptions& o) {
   auto evaluate = [&](int64_t epoch_done) {
     const auto t0 = std::chrono::steady_clock::now();
     const Diagnosis now = diagnose(source, tok, dopt, o.out_dir);
-    write_text_atomic(run / "diagnoses" / ("step-" + std::to_string(st.step) + ".json"),
+    write_file_atomic((run / "diagnoses" / ("step-" + std::to_string(st.step) + ".json")).string(),
                       to_json(now).dump(1) + "\n");
     int woken = 0;
     for (const HeadRef& t : targets) woken += now.class_of(t.layer, t.head) == HeadClass::Healthy;
@@ -256,9 +240,8 @@ int run_repair(const RepairOptions& o) {
         {"frozen_drift_heads", drift},
         {"summary", to_json(now)["summary"]},
         {"generations", gens},
-        {"seconds", since_start()},
-        {"eval_seconds",
-         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
+        {"seconds", seconds_since(t_start)},
+        {"eval_seconds", seconds_since(t0)}};
     st.trajectory.push_back(e);
     st.loss_sum = 0;
     st.loss_count = 0;
@@ -274,7 +257,7 @@ int run_repair(const RepairOptions& o) {
     } else {
       ++st.evals_since_best;
     }
-    write_text_atomic(run / "trajectory.json", st.trajectory.dump(1) + "\n");
+    write_file_atomic((run / "trajectory.json").string(), st.trajectory.dump(1) + "\n");
     save_state(run, slices, opt, st, options);
     if (!o.quiet)
       std::fprintf(
@@ -322,12 +305,10 @@ int run_repair(const RepairOptions& o) {
     tokens_done += int64_t(n_micro) * o.seq;
     st.loss_sum += loss;
     ++st.loss_count;
-    const double since_print =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - last_print).count();
+    const double since_print = seconds_since(last_print);
     if (!o.quiet && (since_print >= 2.0 || st.step == total)) {
       last_print = std::chrono::steady_clock::now();
-      const double el =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t_train).count();
+      const double el = seconds_since(t_train);
       const double tps = double(tokens_done) / el;
       const double eta = el / double(st.step - step0) * double(total - st.step);
       std::fprintf(stderr, "step %lld/%lld epoch %lld loss %.4f lr %.3g %.0f tok/s ETA %.0fs\n",

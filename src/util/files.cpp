@@ -1,6 +1,9 @@
 #include "util/files.h"
 
+#include <unistd.h>
+
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -58,6 +61,37 @@ nlohmann::json read_json_file(const std::string& path) {
     return nlohmann::json::parse(f);
   } catch (const nlohmann::json::parse_error& e) {
     throw Error(path, "not valid JSON (at byte " + std::to_string(e.byte) + ")");
+  }
+}
+
+std::vector<std::string> read_nonblank_lines(const std::string& path) {
+  std::vector<std::string> lines;
+  std::istringstream in(read_file(path, true));
+  for (std::string line; std::getline(in, line);)
+    if (line.find_first_not_of(" \t\r") != std::string::npos) lines.push_back(line);
+  return lines;
+}
+
+void write_file_atomic(const std::string& path, const std::string& content) {
+  std::error_code ec;
+  const auto st = std::filesystem::status(path, ec);
+  if (std::filesystem::exists(st) && !std::filesystem::is_regular_file(st)) {
+    std::ofstream f(path, std::ios::binary);
+    if (!(f << content) || !f.flush()) throw Error(path, "write failed");
+    return;
+  }
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) throw Error(path, "cannot write file");
+  const bool ok = std::fwrite(content.data(), 1, content.size(), f) == content.size() &&
+                  std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
+  if (std::fclose(f) != 0 || !ok) {
+    std::remove(tmp.c_str());
+    throw Error(path, "write failed");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw Error(path, "cannot replace file");
   }
 }
 

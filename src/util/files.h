@@ -1,8 +1,9 @@
-// Reading user files with one-line errors that name them.
+// Reading and writing user files with one-line errors that name them.
 #pragma once
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace hs {
 
@@ -10,5 +11,13 @@ namespace hs {
 std::string read_file(const std::string& path, bool utf8);
 // A JSON file; "PATH: cannot open file" / "PATH: not valid JSON (at byte N)".
 nlohmann::json read_json_file(const std::string& path);
+// The lines of a UTF-8 file that hold something besides spaces, tabs and CR (held-out prompts,
+// one per line), as written.
+std::vector<std::string> read_nonblank_lines(const std::string& path);
+
+// PATH replaced atomically: written to PATH.tmp-PID, fsynced, renamed over it. A path that
+// exists and is not a regular file (/dev/null, a FIFO) is written in place, since renaming
+// over it would replace it. Errors: "PATH: cannot write file" / "write failed".
+void write_file_atomic(const std::string& path, const std::string& content);
 
 }  // namespace hs
