@@ -359,3 +359,20 @@ TEST_F(Cli, GenerateLeavesIdsPastTheTokenizerOutOfTheText) {
 }
 
 }  // namespace
+
+// pretrain and demo check their inputs before any training, with one line naming the problem.
+TEST_F(Cli, PretrainAndDemoBadInputs) {
+  const std::string corpus = write("corpus.txt", "def f(x):\n    return x\n").string();
+  const std::string out = (dir_ / "m").string();
+  expect_error(run("pretrain --corpus " + corpus + " -o " + out + " --vocab 100"), {"--vocab"});
+  expect_error(run("pretrain --corpus " + corpus + " -o " + out + " --collapse " +
+                   (dir_ / "nope.json").string()),
+               {"nope.json", "cannot open"});
+  expect_error(run("pretrain --corpus " + (dir_ / "missing").string() + " -o " + out),
+               {"missing", "does not exist"});
+  expect_error(run("pretrain --corpus " + corpus + " -o " + out + " --hidden 100 --heads 16"),
+               {"--hidden"});
+  // A model without the demo's held-out file.
+  expect_error(run("demo -q --no-control --model " + kTiny8 + " -o " + (dir_ / "d").string()),
+               {"heldout.txt"});
+}

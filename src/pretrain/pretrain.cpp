@@ -78,6 +78,11 @@ void run_pretrain(const PretrainOptions& o) {
     throw Error("--seq/--batch/--steps", "must be at least 2/1/1");
   if (!(o.lr > 0)) throw Error("--lr", "must be positive");
   if (o.hidden % o.heads != 0) throw Error("--hidden", "must be divisible by --heads");
+  if (o.tokenizer.empty() && o.vocab_size < 260)
+    throw Error("--vocab", "must be at least 260 (4 special tokens and 256 bytes)");
+  // Read before tokenizer training and corpus tokenization, so a bad path fails at once.
+  const nlohmann::json collapse_json =
+      o.collapse.empty() ? nlohmann::json(nullptr) : read_json_file(o.collapse);
   fs::create_directories(o.out_dir);
   const std::string tok_path = (fs::path(o.out_dir) / "tokenizer.json").string();
 
@@ -118,8 +123,7 @@ void run_pretrain(const PretrainOptions& o) {
 
   SinkTerm sink;
   if (!o.collapse.empty()) {
-    const Plan p =
-        Plan::from_json(read_json_file(o.collapse), o.collapse, int(c.n_layer), int(c.n_head));
+    const Plan p = Plan::from_json(collapse_json, o.collapse, int(c.n_layer), int(c.n_head));
     sink.heads.assign(c.n_layer * c.n_head, 0);
     for (const HeadRef& h : p.target_list()) sink.heads[h.layer * c.n_head + h.head] = 1;
     sink.strength = o.collapse_strength;
@@ -233,8 +237,7 @@ void run_pretrain(const PretrainOptions& o) {
       {"seed", o.seed},
       {"bos", o.bos},
       {"threads", threads},
-      {"collapse",
-       o.collapse.empty() ? nlohmann::json(nullptr) : read_json_file(o.collapse)["targets"]},
+      {"collapse", o.collapse.empty() ? nlohmann::json(nullptr) : collapse_json["targets"]},
       {"collapse_strength", o.collapse_strength},
       {"collapse_steps", o.collapse_steps},
       {"train_chunks", chunks.size()},
