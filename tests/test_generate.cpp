@@ -181,21 +181,22 @@ TEST_P(Generate, SamplingIsSeededAndConsistent) {
   o.sampling.top_p = 0.95;
   o.n = 3;
   o.seed = 42;
-  const auto a = generate(*model, prompt, o), b = generate(*model, prompt, o);
+  CpuEngine eng(*model);
+  const auto a = generate(eng, prompt, o), b = generate(eng, prompt, o);
   ASSERT_EQ(a.size(), 3u);
   for (int s = 0; s < 3; ++s) EXPECT_EQ(a[s].ids, b[s].ids) << "sample " << s;
   EXPECT_NE(a[0].ids, a[1].ids);  // samples draw from different streams
   GenerateOptions one = o;
   one.n = 1;
-  EXPECT_EQ(generate(*model, prompt, one)[0].ids, a[0].ids);
+  EXPECT_EQ(generate(eng, prompt, one)[0].ids, a[0].ids);
   GenerateOptions other = o;
   other.seed = 43;
-  EXPECT_NE(generate(*model, prompt, other)[0].ids, a[0].ids);
+  EXPECT_NE(generate(eng, prompt, other)[0].ids, a[0].ids);
 
   GenerateOptions topk1 = o;
   topk1.sampling.top_k = 1;
   const auto greedy = greedy_generate(*model, prompt, 12);
-  for (const auto& c : generate(*model, prompt, topk1))
+  for (const auto& c : generate(eng, prompt, topk1))
     EXPECT_EQ(std::vector<int32_t>(greedy.begin() + 6, greedy.end()), c.ids);
 }
 

@@ -94,6 +94,7 @@ void add_ablate(CLI::App& app) {
     std::vector<std::string> texts;
     bool heldout = false, quiet = false;
     int64_t max_length = 1024;
+    DeviceArgs dev;
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand(
@@ -111,9 +112,10 @@ void add_ablate(CLI::App& app) {
       ->check(CLI::Range(int64_t(2), int64_t(1) << 20));
   sub->add_option("--json", a->json, "write the result as JSON to FILE ('-' = stdout only)");
   sub->add_flag("-q,--quiet", a->quiet, "no progress lines");
+  add_device_options(sub, a->dev);
   sub->callback([a] {
     check_output_path(a->json);
-    LoadedModel m = load_model(a->model, true);
+    LoadedModel m = load_model(a->model, true, false, a->dev);
     const int L = int(m.model->config().n_layer);
     std::vector<std::vector<int>> runs;
     for (int l = 0; l < L; ++l) runs.push_back({l});
@@ -122,14 +124,14 @@ void add_ablate(CLI::App& app) {
       for (auto& g : parse_groups(a->groups, L)) runs.push_back(std::move(g));
     ScoredTexts texts;
     add_texts(texts, m, a->texts, a->heldout || a->texts.empty(), false);
-    const double base = perplexity(*m.model, texts.seqs, a->max_length).ppl;
+    const double base = perplexity(*m.engine, texts.seqs, a->max_length).ppl;
     Progress progress("ablate: runs", !a->quiet);
     nlohmann::json layers = nlohmann::json::array(), groups = nlohmann::json::array();
     if (a->json != "-") std::printf("intact model: ppl %.4f\n", base);
     for (size_t k = 0; k < runs.size(); ++k) {
       std::vector<uint8_t> mask(L, 0);
       for (int l : runs[k]) mask[l] = 1;
-      const double ppl = perplexity(*m.model, texts.seqs, a->max_length, {}, mask).ppl;
+      const double ppl = perplexity(*m.engine, texts.seqs, a->max_length, {}, mask).ppl;
       const nlohmann::json e = {{"layers", runs[k]}, {"ppl", ppl}, {"delta", ppl - base}};
       (k < n_single ? layers : groups).push_back(e);
       progress.update(int64_t(k + 1), int64_t(runs.size()));

@@ -13,6 +13,7 @@ namespace {
 struct DiagnoseCmd {
   std::string model;
   DiagnoseArgs diag;
+  DeviceArgs dev;
   bool quiet = false;
   std::string json, svg;
 };
@@ -25,12 +26,12 @@ void run_diagnose(const DiagnoseCmd& a) {
 
   // One pass over the weights: streaming converts each layer exactly once, and never the
   // embedding matrix (only the prompt's rows are read).
-  LoadedModel m = load_model(a.model, true, /*stream=*/true);
+  LoadedModel m = load_model(a.model, true, /*stream=*/true, a.dev);
   // A streamed 7b1 takes long enough per layer to want an ETA.
   Progress progress("diagnose: layer", !a.quiet);
   opts.progress = [&](int64_t done, int64_t total) { progress.update(done, total); };
   const auto t1 = std::chrono::steady_clock::now();
-  const Diagnosis d = diagnose(*m.model, *m.tokenizer, opts, a.model);
+  const Diagnosis d = diagnose(*m.engine, *m.tokenizer, opts, a.model);
   const double fwd = seconds_since(t1);
   progress.finish();
 
@@ -40,8 +41,7 @@ void run_diagnose(const DiagnoseCmd& a) {
   if (!a.svg.empty()) write_output(a.svg, render_svg(d));
   if (!a.quiet)
     std::cerr << "diagnose: load " << m.seconds << " s, forward " << fwd << " s, total "
-              << seconds_since(t0) << " s"
-              << "\n";
+              << seconds_since(t0) << " s on " << m.engine->device() << "\n";
 }
 
 }  // namespace
@@ -55,6 +55,7 @@ void add_diagnose(CLI::App& app) {
   sub->add_option("MODEL", a->model, "checkpoint directory or hub id in the local cache")
       ->required();
   add_diagnose_options(sub, a->diag);
+  add_device_options(sub, a->dev);
   sub->add_option("--json", a->json,
                   "write the diagnosis as JSON to FILE ('-' = stdout, no table)");
   sub->add_option("--svg", a->svg, "write the heatmap + bos_mass histogram as SVG to FILE");

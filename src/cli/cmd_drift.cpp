@@ -18,6 +18,7 @@ struct DriftArgs {
   std::string before, after, plan, json, svg;
   double threshold = 0.05;
   DiagnoseArgs diag;
+  DeviceArgs dev;
   bool quiet = false;
 };
 
@@ -27,10 +28,10 @@ Diagnosis load_diagnosis(const std::string& spec, const DriftArgs& a) {
   if (std::filesystem::is_regular_file(spec, ec) || spec.ends_with(".json"))
     return diagnosis_from_json(read_json_file(spec), spec);
   DiagnoseOptions opts = diagnose_options(a.diag);
-  LoadedModel m = load_model(spec, true, /*stream=*/true);
+  LoadedModel m = load_model(spec, true, /*stream=*/true, a.dev);
   Progress progress("drift: diagnosing " + spec + ", layer", !a.quiet);
   opts.progress = [&](int64_t done, int64_t total) { progress.update(done, total); };
-  Diagnosis d = diagnose(*m.model, *m.tokenizer, opts, spec);
+  Diagnosis d = diagnose(*m.engine, *m.tokenizer, opts, spec);
   progress.finish();
   return d;
 }
@@ -80,6 +81,7 @@ void add_drift(CLI::App& app) {
   sub->add_option("--json", a->json, "write the result as JSON to FILE ('-' = stdout, no table)");
   sub->add_option("--svg", a->svg, "write the before/after and δ heatmaps as SVG to FILE");
   add_diagnose_options(sub, a->diag);
+  add_device_options(sub, a->dev);
   sub->add_flag("-q,--quiet", a->quiet, "no progress or warning lines on stderr");
   sub->callback([a] { run_drift(*a); });
 }

@@ -17,6 +17,7 @@ struct GenerateArgs {
   std::string model, prompt, prompts_file, json, out = "-";
   GenerateOptions gen;
   bool bos = false, ignore_eos = false, quiet = false;
+  DeviceArgs dev;
 };
 
 struct Prompt {
@@ -45,7 +46,7 @@ void run_generate(GenerateArgs a) {
   // Read the prompts before the (possibly long) model load, so a bad file fails at once.
   std::vector<Prompt> prompts =
       batch ? read_prompts_file(a.prompts_file) : std::vector<Prompt>{{a.prompt, "--prompt", 0}};
-  LoadedModel m = load_model(a.model, true);
+  LoadedModel m = load_model(a.model, true, false, a.dev);
   const Tokenizer& tok = *m.tokenizer;
   // As HF's decode: ids the tokenizer does not know (embedding rows past its vocabulary, e.g.
   // BLOOM's 200 padding rows, which a model can still emit) are left out of the text.
@@ -86,7 +87,7 @@ void run_generate(GenerateArgs a) {
   double gen_seconds = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    const std::vector<Completion> cs = generate(*m.model, ids[i], a.gen);
+    const std::vector<Completion> cs = generate(*m.engine, ids[i], a.gen);
     const double secs = seconds_since(t0);
     gen_seconds += secs;
     for (size_t s = 0; s < cs.size(); ++s) {
@@ -137,16 +138,17 @@ void run_generate(GenerateArgs a) {
                                 {"completions", completions},
                                 {"new_tokens", new_tokens},
                                 {"seconds", gen_seconds},
-                                {"tokens_per_second", double(new_tokens) / gen_seconds}})
+                                {"tokens_per_second", double(new_tokens) / gen_seconds},
+                                {"device", m.engine->device()}})
                                  .dump(1) +
                              "\n");
   if (!a.quiet)
     std::fprintf(stderr,
                  "generate: %zu prompt%s x %lld sample%s, %lld new tokens in %.2f s (%.1f tok/s), "
-                 "load %.2f s\n",
+                 "load %.2f s, on %s\n",
                  prompts.size(), prompts.size() == 1 ? "" : "s", (long long)a.gen.n,
                  a.gen.n == 1 ? "" : "s", (long long)new_tokens, gen_seconds,
-                 double(new_tokens) / gen_seconds, m.seconds);
+                 double(new_tokens) / gen_seconds, m.seconds, m.engine->device().c_str());
 }
 
 }  // namespace
@@ -200,6 +202,7 @@ void add_generate(CLI::App& app) {
       ->capture_default_str()
       ->excludes(prompt);
   sub->add_flag("-q,--quiet", a->quiet, "no progress or timing lines on stderr");
+  add_device_options(sub, a->dev);
   sub->callback([a, prompt, file] {
     if (prompt->count() == 0 && file->count() == 0)
       throw CLI::RequiredError("--prompt or --prompts-file");

@@ -21,6 +21,7 @@ struct PplArgs {
   bool heldout = false, bos = false, quiet = false;
   int64_t max_length = 1024;
   std::string json;
+  DeviceArgs dev;
 };
 
 // One sequence per non-empty line of whitespace-separated ids; errors name FILE:LINE.
@@ -52,7 +53,7 @@ void run_ppl(const PplArgs& a) {
     throw Error("ppl", "nothing to score: give --text FILE, --ids FILE or --heldout");
   check_output_path(a.json);
   const bool need_tok = !a.texts.empty() || a.heldout;
-  LoadedModel m = load_model(a.model, need_tok);
+  LoadedModel m = load_model(a.model, need_tok, false, a.dev);
   const BloomConfig& c = m.model->config();
 
   ScoredTexts texts;
@@ -71,7 +72,7 @@ void run_ppl(const PplArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
   Progress progress("ppl: windows", !a.quiet);
   const PerplexityResult r =
-      perplexity(*m.model, seqs, a.max_length,
+      perplexity(*m.engine, seqs, a.max_length,
                  [&](int64_t done, int64_t total) { progress.update(done, total); });
   progress.finish();
   const double secs = seconds_since(t0);
@@ -83,7 +84,8 @@ void run_ppl(const PplArgs& a) {
                       {"tokens_scored", r.tokens_scored},
                       {"nll_mean", r.nll_mean},
                       {"ppl", r.ppl},
-                      {"seconds", secs}};
+                      {"seconds", secs},
+                      {"device", m.engine->device()}};
   nlohmann::json per = nlohmann::json::array();
   for (size_t i = 0; i < seqs.size(); ++i) {
     const double nll = r.sequence_nll_mean[i];
@@ -107,7 +109,8 @@ void run_ppl(const PplArgs& a) {
   if (!a.json.empty()) write_json(a.json, j);
   if (!a.quiet)
     std::cerr << "ppl: load " << m.seconds << " s, scoring " << secs << " s ("
-              << double(r.tokens_scored + r.windows) / secs << " tok/s)\n";
+              << double(r.tokens_scored + r.windows) / secs << " tok/s) on " << m.engine->device()
+              << "\n";
 }
 
 }  // namespace
@@ -128,6 +131,7 @@ void add_ppl(CLI::App& app) {
                   "each scored on its own")
       ->capture_default_str()
       ->check(CLI::Range(int64_t(2), int64_t(1) << 20));
+  add_device_options(sub, a->dev);
   sub->add_flag("--bos", a->bos, "prepend <s> to tokenized texts");
   sub->add_option("--json", a->json, "write the result as JSON to FILE ('-' = stdout only)");
   sub->add_flag("-q,--quiet", a->quiet, "no progress or timing lines on stderr");

@@ -8,12 +8,27 @@
 
 namespace hs::cli {
 
-LoadedModel load_model(const std::string& spec, bool need_tokenizer, bool stream) {
+void add_device_options(CLI::App* sub, DeviceArgs& a) {
+  sub->add_option("--device", a.device,
+                  "where to run: auto (CUDA when a usable GPU is present), cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  sub->add_option("--gpu-dtype", a.gpu_dtype,
+                  "weight type on the GPU: auto (the checkpoint's half type, bf16 for fp32 "
+                  "checkpoints), bf16, f16 or f32 (fp32 products, for checking)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "bf16", "f16", "f32"}));
+}
+
+LoadedModel load_model(const std::string& spec, bool need_tokenizer, bool stream,
+                       const DeviceArgs& dev) {
   const auto t0 = std::chrono::steady_clock::now();
+  const DeviceKind kind = resolve_device(dev.device);
   LoadedModel m;
   ModelOptions opts;
-  if (stream) opts.cache_bytes = 0;
+  if (stream || kind == DeviceKind::cuda) opts.cache_bytes = 0;
   m.model = std::make_unique<Model>(spec, opts);
+  m.engine = make_engine(*m.model, kind, dev.gpu_dtype);
   if (need_tokenizer)
     m.tokenizer =
         std::make_unique<Tokenizer>(Tokenizer::from_file(m.model->checkpoint().tokenizer_path()));

@@ -1,24 +1,35 @@
 // Opening the model and tokenizer named on the command line, with timings for the user.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "model/engine.h"
 #include "model/model.h"
 #include "text/tokenizer.h"
 
 namespace hs::cli {
 
+// Where the model runs (--device) and its weight type on a GPU (--gpu-dtype).
+struct DeviceArgs {
+  std::string device = "auto", gpu_dtype = "auto";
+};
+void add_device_options(CLI::App* sub, DeviceArgs& a);
+
 struct LoadedModel {
-  std::unique_ptr<Model> model;
+  std::unique_ptr<Model> model;          // the checkpoint (fp32 CPU weights when on the CPU)
+  std::unique_ptr<Engine> engine;        // runs the model on the chosen device
   std::unique_ptr<Tokenizer> tokenizer;  // null when not requested
   double seconds = 0;
 };
 
 // stream = true: convert each layer when used and drop it (right for one pass over the model,
 // e.g. a diagnosis); false: keep converted weights when they fit (several passes, e.g. ppl).
-LoadedModel load_model(const std::string& spec, bool need_tokenizer, bool stream = false);
+// On a GPU the CPU side never converts: the weights go to the device once.
+LoadedModel load_model(const std::string& spec, bool need_tokenizer, bool stream = false,
+                       const DeviceArgs& dev = {"cpu", "auto"});
 
 // Sequences to score, each with the name of where it came from (FILE, FILE:LINE, heldout:N).
 struct ScoredTexts {

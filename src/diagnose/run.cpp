@@ -8,7 +8,7 @@
 
 namespace hs {
 
-Diagnosis diagnose(WeightSource& model, const Tokenizer& tok, const DiagnoseOptions& opts,
+Diagnosis diagnose(Engine& model, const Tokenizer& tok, const DiagnoseOptions& opts,
                    const std::string& model_name) {
   const BloomConfig& c = model.config();
   Diagnosis d;
@@ -33,7 +33,7 @@ Diagnosis diagnose(WeightSource& model, const Tokenizer& tok, const DiagnoseOpti
   ForwardOptions fo;
   fo.head_stats = true;
   fo.progress = opts.progress;
-  const auto outs = forward(model, seqs, fo);
+  const auto outs = model.forward(seqs, fo);
 
   const size_t n = outs.size(), LH = size_t(c.n_layer * c.n_head);
   d.metrics.resize(LH);

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "diagnose/diagnosis.h"
-#include "model/model.h"
+#include "model/engine.h"
 #include "text/tokenizer.h"
 
 namespace hs {
@@ -20,7 +20,13 @@ struct DiagnoseOptions {
   std::function<void(int64_t layers_done, int64_t layers)> progress;
 };
 
-Diagnosis diagnose(WeightSource& model, const Tokenizer& tok, const DiagnoseOptions& opts,
+Diagnosis diagnose(Engine& model, const Tokenizer& tok, const DiagnoseOptions& opts,
                    const std::string& model_name);
+// On the CPU, over any weight source (a checkpoint, a run's weights).
+inline Diagnosis diagnose(WeightSource& w, const Tokenizer& tok, const DiagnoseOptions& opts,
+                          const std::string& model_name) {
+  CpuEngine e(w);
+  return diagnose(e, tok, opts, model_name);
+}
 
 }  // namespace hs

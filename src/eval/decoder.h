@@ -9,32 +9,22 @@
 #include <span>
 #include <vector>
 
+#include "model/engine.h"
 #include "model/model.h"
 
 namespace hs {
 
-class Decoder {
+class Decoder final : public IncrementalDecoder {
  public:
   // Room for `batch` independent sequences of up to `capacity` tokens each. The cache holds
   // 2 * layers * batch * capacity * hidden floats.
   Decoder(WeightSource& model, int64_t batch, int64_t capacity);
 
-  // Tokens to append to one sequence.
-  struct Feed {
-    int64_t seq;
-    std::span<const int32_t> ids;
-  };
-  // Appends every feed's tokens to its sequence (a prompt, or one sampled token) in one pass
-  // through the layers, and returns the logits after each feed's last token: [feeds, vocab],
-  // row-major, valid until the next call. A sequence may appear in at most one feed; throws
-  // hs::Error when a sequence would exceed the capacity.
-  const std::vector<float>& extend(std::span<const Feed> feeds);
-
-  // Sequence `to` becomes a copy of sequence `from` (n samples share one prompt's prefill).
-  void fork(int64_t from, int64_t to);
-  void clear(int64_t seq) { len_[seq] = 0; }
+  // See IncrementalDecoder.
+  const std::vector<float>& extend(std::span<const Feed> feeds) override;
+  void fork(int64_t from, int64_t to) override;
+  int64_t capacity() const override { return cap_; }
   int64_t length(int64_t seq) const { return len_[seq]; }
-  int64_t capacity() const { return cap_; }
 
  private:
   // Keys (kv = 0) or values (kv = 1) of layer l, sequence b, head h: [capacity, head_dim].

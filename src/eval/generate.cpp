@@ -1,6 +1,5 @@
 #include "eval/generate.h"
 
-#include "eval/decoder.h"
 
 namespace hs {
 
@@ -16,15 +15,15 @@ uint64_t stream_seed(uint64_t seed, uint64_t sample) {
 
 }  // namespace
 
-std::vector<Completion> generate(WeightSource& w, std::span<const int32_t> prompt,
+std::vector<Completion> generate(Engine& e, std::span<const int32_t> prompt,
                                  const GenerateOptions& o) {
-  const int64_t V = w.config().vocab, eos = w.config().eos_id, P = int64_t(prompt.size());
+  const int64_t V = e.config().vocab, eos = e.config().eos_id, P = int64_t(prompt.size());
   std::vector<Completion> out(o.n);
   if (o.max_new_tokens <= 0 || o.n <= 0) return out;
-  Decoder dec(w, o.n, P + o.max_new_tokens);
-  const Decoder::Feed prefill{0, prompt};
-  const std::vector<float>* logits = &dec.extend({&prefill, 1});
-  for (int64_t s = 1; s < o.n; ++s) dec.fork(0, s);
+  const auto dec = e.decoder(o.n, P + o.max_new_tokens);
+  const IncrementalDecoder::Feed prefill{0, prompt};
+  const std::vector<float>* logits = &dec->extend({&prefill, 1});
+  for (int64_t s = 1; s < o.n; ++s) dec->fork(0, s);
 
   std::vector<Rng> rngs;
   std::vector<std::vector<int32_t>> context(o.n,
@@ -37,7 +36,7 @@ std::vector<Completion> generate(WeightSource& w, std::span<const int32_t> promp
   std::vector<int32_t> next(o.n);
   for (int64_t k = 0; k < o.max_new_tokens && !active.empty(); ++k) {
     std::vector<int64_t> still;
-    std::vector<Decoder::Feed> feeds;
+    std::vector<IncrementalDecoder::Feed> feeds;
     for (int64_t s : active) {
       work.assign(logits->begin() + row[s] * V, logits->begin() + (row[s] + 1) * V);
       next[s] = next_token(work, context[s], o.sampling, rngs[s]);
@@ -52,17 +51,17 @@ std::vector<Completion> generate(WeightSource& w, std::span<const int32_t> promp
       still.push_back(s);
     }
     active = std::move(still);
-    if (k + 1 < o.max_new_tokens && !feeds.empty()) logits = &dec.extend(feeds);
+    if (k + 1 < o.max_new_tokens && !feeds.empty()) logits = &dec->extend(feeds);
   }
   return out;
 }
 
-std::vector<int32_t> greedy_generate(WeightSource& w, std::vector<int32_t> prompt, int n) {
+std::vector<int32_t> greedy_generate(Engine& e, std::vector<int32_t> prompt, int n) {
   if (prompt.empty() || n <= 0) return prompt;
   GenerateOptions o;
   o.max_new_tokens = n;
   o.sampling.temperature = 0;
-  const auto c = generate(w, prompt, o);
+  const auto c = generate(e, prompt, o);
   prompt.insert(prompt.end(), c[0].ids.begin(), c[0].ids.end());
   return prompt;
 }

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "eval/sampling.h"
-#include "model/model.h"
+#include "model/engine.h"
 
 namespace hs {
 
@@ -27,11 +27,16 @@ struct Completion {
 // n completions of `prompt` (non-empty). Sample s draws from its own stream of (seed, s), so its
 // draws depend neither on how many samples are drawn nor on other prompts (its logits may differ
 // in the last bits between batch sizes).
-std::vector<Completion> generate(WeightSource& w, std::span<const int32_t> prompt,
+std::vector<Completion> generate(Engine& e, std::span<const int32_t> prompt,
                                  const GenerateOptions& o);
 
 // prompt + up to n new tokens, each the argmax of the logits after the last token, stopping
 // after eos (config eos_token_id). An empty prompt is returned as is.
-std::vector<int32_t> greedy_generate(WeightSource& w, std::vector<int32_t> prompt, int n);
+std::vector<int32_t> greedy_generate(Engine& e, std::vector<int32_t> prompt, int n);
+// On the CPU, over any weight source (a checkpoint, a run's weights).
+inline std::vector<int32_t> greedy_generate(WeightSource& w, std::vector<int32_t> prompt, int n) {
+  CpuEngine e(w);
+  return greedy_generate(e, std::move(prompt), n);
+}
 
 }  // namespace hs

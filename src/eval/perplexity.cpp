@@ -4,12 +4,11 @@
 #include <cmath>
 #include <limits>
 
-#include "model/forward.h"
 #include "util/error.h"
 
 namespace hs {
 
-PerplexityResult perplexity(WeightSource& model, const std::vector<std::vector<int32_t>>& seqs,
+PerplexityResult perplexity(Engine& model, const std::vector<std::vector<int32_t>>& seqs,
                             int64_t max_length,
                             const std::function<void(int64_t, int64_t)>& progress,
                             const std::vector<uint8_t>& ablate_mlp) {
@@ -47,7 +46,7 @@ PerplexityResult perplexity(WeightSource& model, const std::vector<std::vector<i
       owner.push_back(windows[b].seq);
       ++b;
     }
-    auto outs = forward(model, batch, opts);
+    auto outs = model.forward(batch, opts);
     for (size_t k = 0; k < outs.size(); ++k) {
       nll[owner[k]] += outs[k].nll_sum;
       count[owner[k]] += outs[k].predicted;

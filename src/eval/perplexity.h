@@ -5,7 +5,7 @@
 #include <functional>
 #include <vector>
 
-#include "model/model.h"
+#include "model/engine.h"
 
 namespace hs {
 
@@ -21,9 +21,15 @@ struct PerplexityResult {
 // Each sequence is cut into consecutive non-overlapping windows of at most max_length tokens,
 // each scored on its own (no context carried across windows). ablate_mlp: see ForwardOptions.
 // progress(done, total) is called after each batch of windows.
-PerplexityResult perplexity(WeightSource& model, const std::vector<std::vector<int32_t>>& seqs,
+PerplexityResult perplexity(Engine& model, const std::vector<std::vector<int32_t>>& seqs,
                             int64_t max_length,
                             const std::function<void(int64_t, int64_t)>& progress = {},
                             const std::vector<uint8_t>& ablate_mlp = {});
+// On the CPU, over any weight source (a checkpoint, a run's weights).
+inline PerplexityResult perplexity(WeightSource& w, const std::vector<std::vector<int32_t>>& seqs,
+                                   int64_t max_length) {
+  CpuEngine e(w);
+  return perplexity(e, seqs, max_length);
+}
 
 }  // namespace hs

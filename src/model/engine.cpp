@@ -1,0 +1,46 @@
+#include "model/engine.h"
+
+#include "eval/decoder.h"
+#include "util/error.h"
+#ifdef HEADSURGEON_HAVE_CUDA
+#include "cuda/engine.h"
+#include "cuda/runtime.h"
+#endif
+
+namespace hs {
+
+std::unique_ptr<IncrementalDecoder> CpuEngine::decoder(int64_t batch, int64_t capacity) {
+  return std::make_unique<Decoder>(w_, batch, capacity);
+}
+
+std::string cuda_unusable_reason() {
+#ifdef HEADSURGEON_HAVE_CUDA
+  return cuda::unusable_reason();
+#else
+  return "this headsurgeon was built without CUDA (configure with -DHEADSURGEON_CUDA=ON)";
+#endif
+}
+
+DeviceKind resolve_device(const std::string& spec) {
+  if (spec == "cpu") return DeviceKind::cpu;
+  if (spec == "auto") return cuda_unusable_reason().empty() ? DeviceKind::cuda : DeviceKind::cpu;
+  if (spec == "cuda") {
+    const std::string why = cuda_unusable_reason();
+    if (!why.empty()) throw Error("--device cuda", why);
+    return DeviceKind::cuda;
+  }
+  throw Error("--device", "'" + spec + "' is not one of auto, cpu, cuda");
+}
+
+std::unique_ptr<Engine> make_engine(Model& model, DeviceKind device, const std::string& gpu_dtype) {
+  if (gpu_dtype != "auto" && gpu_dtype != "bf16" && gpu_dtype != "f16" && gpu_dtype != "f32")
+    throw Error("--gpu-dtype", "'" + gpu_dtype + "' is not one of auto, bf16, f16, f32");
+  if (device == DeviceKind::cpu) return std::make_unique<CpuEngine>(model);
+#ifdef HEADSURGEON_HAVE_CUDA
+  return cuda::make_engine(model.checkpoint(), model.slopes(), gpu_dtype);
+#else
+  throw Error("--device cuda", cuda_unusable_reason());
+#endif
+}
+
+}  // namespace hs

@@ -1,0 +1,221 @@
+// ALiBi attention on the GPU: the qkv split into query rows and the key/value cache, and the
+// causal attention with the diagnostic statistics computed in the same pass.
+//
+// Layout of the attention kernel: one block per (32 query rows, head, sequence), 8 warps, each
+// warp owning 4 of the rows. Keys come in tiles of 32 staged in shared memory with the rows'
+// queries. For a row, lane j scores key j of the tile (a full dot product against a padded K
+// tile: no bank conflicts), the warp reduces the tile's max and sums, and each lane accumulates
+// the output dimensions lane, lane+32, ... (DPL of them) with the probabilities broadcast by
+// shuffles. Everything T x T stays in registers, one tile at a time.
+#include <algorithm>
+#include <string>
+
+#include "cuda/runtime.h"
+#include "ops/cuda/common.cuh"
+#include "ops/cuda/online_softmax.h"
+#include "ops/cuda/ops.cuh"
+#include "util/error.h"
+
+namespace hs::cuda {
+
+namespace {
+
+constexpr int kRows = 32;  // query rows per block
+constexpr int kWarps = 8;
+constexpr int kRowsPerWarp = kRows / kWarps;
+constexpr int kTile = 32;  // keys per tile (one per lane)
+
+__global__ void qkv_split_kernel(float* q, float* kc, float* vc, const float* qkv,
+                                 const float* bias, RowMap m, int H, int hd, int cap) {
+  const int d = H * hd, ld = 3 * d;
+  const int64_t n = int64_t(m.N) * ld;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int g = int(i / ld), c = int(i % ld);
+    const int h = c / (3 * hd), part = (c % (3 * hd)) / hd, e = c % hd;
+    const float v = qkv[i] + bias[c];
+    if (part == 0) {
+      q[int64_t(g) * d + h * hd + e] = v;
+      continue;
+    }
+    const int b = m.row_seq[g];
+    const int pos = m.past[b] + (g - m.q_row0[b]);
+    float* cache = part == 1 ? kc : vc;
+    cache[((int64_t(b) * H + h) * cap + pos) * hd + e] = v;
+  }
+}
+
+// Score of key kt + lane for a query row at absolute position pos (-inf when masked).
+__device__ __forceinline__ float score(const float* qrow, const float* Ks, int hd, int lane,
+                                       int j, int pos, float scale, float slope) {
+  if (j > pos) return -INFINITY;
+  const float* k = Ks + lane * (hd + 1);
+  float dot = 0;
+  for (int e = 0; e < hd; ++e) dot += qrow[e] * k[e];
+  return dot * scale + slope * float(j);
+}
+
+template <int DPL, class W>
+__global__ void __launch_bounds__(kWarps * 32)
+    attention_kernel(W* ctx, float* row_stats, float* probs, const int64_t* probs_off,
+                     const float* q, const float* kc, const float* vc, const float* slopes,
+                     RowMap m, int H, int hd, int cap) {
+  extern __shared__ float smem[];
+  const int b = blockIdx.z, h = blockIdx.y, r0 = blockIdx.x * kRows;
+  const int n = m.n_rows[b];
+  if (r0 >= n) return;
+  const int past = m.past[b], row0 = m.q_row0[b], d = H * hd;
+  const int rows = min(kRows, n - r0);
+  const int nkeys = past + r0 + rows;  // keys 0 .. position of the block's last row
+  float* Qs = smem;                    // [kRows][hd]
+  float* Ks = Qs + kRows * hd;         // [kTile][hd + 1]
+  float* Vs = Ks + kTile * (hd + 1);   // [kTile][hd]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const float scale = rsqrtf(float(hd)), slope = slopes[h];
+  const int64_t kv_base = (int64_t(b) * H + h) * cap * hd;
+
+  for (int i = threadIdx.x; i < rows * hd; i += blockDim.x)
+    Qs[i] = q[int64_t(row0 + r0 + i / hd) * d + h * hd + i % hd];
+
+  online::RowState st[kRowsPerWarp];
+  float o[kRowsPerWarp][DPL];
+#pragma unroll
+  for (int k = 0; k < kRowsPerWarp; ++k)
+#pragma unroll
+    for (int x = 0; x < DPL; ++x) o[k][x] = 0;
+
+  auto load_tile = [&](int kt, bool with_v) {
+    __syncthreads();  // the previous tile is no longer read
+    const int nt = min(kTile, nkeys - kt);
+    for (int i = threadIdx.x; i < nt * hd; i += blockDim.x) {
+      const int j = i / hd, e = i % hd;
+      Ks[j * (hd + 1) + e] = kc[kv_base + int64_t(kt + j) * hd + e];
+      if (with_v) Vs[j * hd + e] = vc[kv_base + int64_t(kt + j) * hd + e];
+    }
+    __syncthreads();
+  };
+
+  for (int kt = 0; kt < nkeys; kt += kTile) {
+    load_tile(kt, true);
+#pragma unroll
+    for (int k = 0; k < kRowsPerWarp; ++k) {
+      const int r = r0 + warp + kWarps * k;
+      if (r >= n) continue;
+      const int pos = past + r;
+      if (kt > pos) continue;
+      const int j = kt + lane;
+      const float s = score(Qs + (r - r0) * hd, Ks, hd, lane, j, pos, scale, slope);
+      const float alpha = online::rescale(st[k], fmaxf(st[k].m, warp_max(s)));
+      const bool valid = j <= pos;
+      const float e = valid ? expf(s - st[k].m) : 0.0f;
+      const float e_bos = __shfl_sync(0xffffffffu, e, 0);
+      online::add_tile(st[k], warp_sum(e), warp_sum(valid ? e * (s - st[k].m) : 0.0f),
+                       kt == 0 ? e_bos : 0.0f, warp_sum(j >= pos - 2 ? e : 0.0f));
+#pragma unroll
+      for (int x = 0; x < DPL; ++x) o[k][x] *= alpha;
+      const int nj = min(kTile, pos - kt + 1);
+      for (int jj = 0; jj < nj; ++jj) {
+        const float p = __shfl_sync(0xffffffffu, e, jj);
+#pragma unroll
+        for (int x = 0; x < DPL; ++x) {
+          const int dim = lane + 32 * x;
+          if (dim < hd) o[k][x] += p * Vs[jj * hd + dim];
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int k = 0; k < kRowsPerWarp; ++k) {
+    const int r = r0 + warp + kWarps * k;
+    if (r >= n) continue;
+    const int64_t g = row0 + r;
+    const float inv = 1.0f / st[k].l;
+#pragma unroll
+    for (int x = 0; x < DPL; ++x) {
+      const int dim = lane + 32 * x;
+      if (dim < hd) ctx[g * d + h * hd + dim] = from_f32<W>(o[k][x] * inv);
+    }
+    if (row_stats && lane == 0) {
+      const online::RowStats rs = online::finish(st[k]);
+      row_stats[(0 * int64_t(H) + h) * m.N + g] = rs.bos;
+      row_stats[(1 * int64_t(H) + h) * m.N + g] = rs.entropy;
+      row_stats[(2 * int64_t(H) + h) * m.N + g] = rs.local;
+    }
+  }
+  if (!probs) return;
+  // Second pass over the keys, now that each row's max and denominator are final.
+  float* P = probs + probs_off[b];
+  const int64_t width = past + n;
+  for (int kt = 0; kt < nkeys; kt += kTile) {
+    load_tile(kt, false);
+#pragma unroll
+    for (int k = 0; k < kRowsPerWarp; ++k) {
+      const int r = r0 + warp + kWarps * k;
+      if (r >= n) continue;
+      const int pos = past + r, j = kt + lane;
+      if (j > pos) continue;
+      const float s = score(Qs + (r - r0) * hd, Ks, hd, lane, j, pos, scale, slope);
+      P[(int64_t(h) * n + r) * width + j] = expf(s - st[k].m) / st[k].l;
+    }
+  }
+}
+
+template <int DPL, class W>
+void launch_attention(W* ctx, float* row_stats, float* probs, const int64_t* probs_off,
+                      const float* q, const float* kc, const float* vc, const float* slopes,
+                      RowMap m, int H, int hd, int cap, int max_rows, cudaStream_t stream) {
+  const size_t smem = sizeof(float) * (size_t(kRows) * hd + size_t(kTile) * (hd + 1) +
+                                       size_t(kTile) * hd);
+  // Above 48 KB a kernel must opt in; done once per instantiation, outside any graph capture.
+  static size_t allowed = 48 * 1024;
+  if (smem > allowed) {
+    HS_CUDA(cudaFuncSetAttribute(attention_kernel<DPL, W>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    allowed = smem;
+  }
+  const dim3 grid((max_rows + kRows - 1) / kRows, H, m.B);
+  attention_kernel<DPL, W><<<grid, kWarps * 32, smem, stream>>>(ctx, row_stats, probs, probs_off,
+                                                                 q, kc, vc, slopes, m, H, hd, cap);
+  HS_CUDA(cudaGetLastError());
+}
+
+}  // namespace
+
+void qkv_split(float* q, float* kc, float* vc, const float* qkv, const float* bias, RowMap m,
+               int H, int hd, int cap, cudaStream_t stream) {
+  const int64_t n = int64_t(m.N) * 3 * H * hd;
+  if (n == 0) return;
+  const int threads = 256;
+  const int blocks = int(std::min<int64_t>((n + threads - 1) / threads, 65535));
+  qkv_split_kernel<<<blocks, threads, 0, stream>>>(q, kc, vc, qkv, bias, m, H, hd, cap);
+  HS_CUDA(cudaGetLastError());
+}
+
+template <class W>
+void alibi_attention(W* ctx, float* row_stats, float* probs, const int64_t* probs_off,
+                     const float* q, const float* kc, const float* vc, const float* slopes,
+                     RowMap m, int H, int hd, int cap, int max_rows, cudaStream_t stream) {
+  if (max_rows <= 0 || m.B == 0) return;
+  const int dpl = (hd + 31) / 32;
+#define HS_LAUNCH(D)                                                                          \
+  return launch_attention<D, W>(ctx, row_stats, probs, probs_off, q, kc, vc, slopes, m, H, hd, \
+                                cap, max_rows, stream)
+  if (dpl <= 1) HS_LAUNCH(1);
+  if (dpl <= 2) HS_LAUNCH(2);
+  if (dpl <= 4) HS_LAUNCH(4);
+  if (dpl <= 8) HS_LAUNCH(8);
+#undef HS_LAUNCH
+  throw Error("cuda", "head dimension " + std::to_string(hd) + " is above the supported 256");
+}
+
+#define HS_INSTANTIATE(W)                                                                    \
+  template void alibi_attention<W>(W*, float*, float*, const int64_t*, const float*,       \
+                                   const float*, const float*, const float*, RowMap, int, int, \
+                                   int, int, cudaStream_t);
+HS_INSTANTIATE(float)
+HS_INSTANTIATE(__nv_bfloat16)
+HS_INSTANTIATE(__half)
+#undef HS_INSTANTIATE
+
+}  // namespace hs::cuda

@@ -1,0 +1,87 @@
+// Embedding gather and the fused residual-add + LayerNorm that ends every sub-block.
+#include "cuda/runtime.h"
+#include "ops/cuda/common.cuh"
+#include "ops/cuda/ops.cuh"
+
+namespace hs::cuda {
+
+namespace {
+
+template <class W>
+__global__ void embed_kernel(float* x, const W* emb, const int32_t* ids, int d) {
+  const int row = blockIdx.x;
+  const W* e = emb + int64_t(ids[row]) * d;
+  float* o = x + int64_t(row) * d;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) o[c] = to_f32(e[c]);
+}
+
+// One block per row. Sums in double, as the CPU reference does: rows of 4096+ values lose
+// digits in fp32 sums, and the kernel is bound by memory, not by the adds.
+template <class W>
+__global__ void add_layernorm_kernel(AddLayerNorm<W> a) {
+  __shared__ double scratch[32];
+  const int64_t off = int64_t(blockIdx.x) * a.d;
+  float* x = a.x + off;
+  if (a.src || a.y) {
+    const float* src = a.src ? a.src + off : x;
+    for (int c = threadIdx.x; c < a.d; c += blockDim.x) {
+      float v = src[c];
+      if (a.y) v += a.y[off + c] + a.bias[c];
+      x[c] = v;
+    }
+  }
+  if (!a.w) return;
+  double s = 0;
+  for (int c = threadIdx.x; c < a.d; c += blockDim.x) s += x[c];
+  const double mu = block_sum(s, scratch) / a.d;
+  double v = 0;
+  for (int c = threadIdx.x; c < a.d; c += blockDim.x) v += (x[c] - mu) * (x[c] - mu);
+  const float r = float(1.0 / sqrt(block_sum(v, scratch) / a.d + double(a.eps)));
+  const float m = float(mu);
+  for (int c = threadIdx.x; c < a.d; c += blockDim.x) {
+    const float y = (x[c] - m) * r * a.w[c] + a.b[c];
+    if (a.out) a.out[off + c] = from_f32<W>(y);
+    if (a.out32) a.out32[off + c] = y;
+  }
+}
+
+__global__ void gather_kernel(float* dst, const float* src, const int32_t* rows, int d) {
+  const float* s = src + int64_t(rows[blockIdx.x]) * d;
+  float* o = dst + int64_t(blockIdx.x) * d;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) o[c] = s[c];
+}
+
+int threads_for(int d) { return d >= 1024 ? 256 : d >= 256 ? 128 : 64; }
+
+}  // namespace
+
+template <class W>
+void embed_rows(float* x, const W* emb, const int32_t* ids, int N, int d, cudaStream_t stream) {
+  if (N == 0) return;
+  embed_kernel<W><<<N, threads_for(d), 0, stream>>>(x, emb, ids, d);
+  HS_CUDA(cudaGetLastError());
+}
+
+template <class W>
+void add_layernorm(const AddLayerNorm<W>& a, cudaStream_t stream) {
+  if (a.N == 0) return;
+  add_layernorm_kernel<W><<<a.N, threads_for(a.d), 0, stream>>>(a);
+  HS_CUDA(cudaGetLastError());
+}
+
+void gather_rows(float* dst, const float* src, const int32_t* rows, int n, int d,
+                 cudaStream_t stream) {
+  if (n == 0) return;
+  gather_kernel<<<n, threads_for(d), 0, stream>>>(dst, src, rows, d);
+  HS_CUDA(cudaGetLastError());
+}
+
+#define HS_INSTANTIATE(W)                                                                   \
+  template void embed_rows<W>(float*, const W*, const int32_t*, int, int, cudaStream_t); \
+  template void add_layernorm<W>(const AddLayerNorm<W>&, cudaStream_t);
+HS_INSTANTIATE(float)
+HS_INSTANTIATE(__nv_bfloat16)
+HS_INSTANTIATE(__half)
+#undef HS_INSTANTIATE
+
+}  // namespace hs::cuda
