@@ -2,10 +2,18 @@
 // included, around their usual 1 / 0), so each parameter and both residual variants matter.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <random>
 #include <string>
 #include <tuple>
 #include <vector>
+
+#include "io/safetensors.h"
+#include "model/config.h"
 
 namespace hs::test {
 
@@ -34,6 +42,35 @@ inline std::vector<TensorSpec> random_bloom_specs(int64_t d, int64_t L, int64_t 
     specs.push_back({p + "mlp.dense_4h_to_h.bias", {d}, 0.1f, 0});
   }
   return specs;
+}
+
+// A random F32 BLOOM checkpoint (fixed seed) in a fresh temporary directory named after `prefix`,
+// the process and the shape; returns the directory (the caller removes it).
+inline std::string write_random_bloom(const std::string& prefix, int64_t d, int64_t H, int64_t L,
+                                      int64_t V, bool post_ln) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() /
+                       (prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(H) +
+                        "_" + std::to_string(post_ln));
+  fs::create_directories(dir);
+  std::mt19937 rng(4321);
+  std::normal_distribution<float> nd(0, 1);
+  const auto specs = random_bloom_specs(d, L, V);
+  std::vector<std::vector<float>> bufs;
+  std::vector<TensorToWrite> tw;
+  bufs.reserve(specs.size());
+  for (auto& [name, shape, scale, offset] : specs) {
+    int64_t n = 1;
+    for (auto s : shape) n *= s;
+    bufs.emplace_back(n);
+    for (auto& x : bufs.back()) x = offset + scale * nd(rng);
+    tw.push_back({name, DType::F32, shape, bufs.back().data(), size_t(n) * 4});
+  }
+  write_safetensors((dir / "model.safetensors").string(), tw);
+  BloomConfig c;
+  c.hidden = d, c.n_head = H, c.n_layer = L, c.vocab = V, c.post_ln = post_ln;
+  std::ofstream(dir / "config.json") << c.to_json().dump(2);
+  return dir.string();
 }
 
 }  // namespace hs::test

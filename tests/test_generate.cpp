@@ -25,33 +25,6 @@ namespace fs = std::filesystem;
 // KV-cache logits against the full forward pass: max |difference| / max |logit| per step.
 constexpr double kLogitTol = 1e-5;
 
-// A random BLOOM with every tensor (LayerNorms included) drawn at random, so both residual
-// variants see distinct LN1/LN2 outputs.
-std::string random_model(int64_t d, int64_t H, int64_t L, int64_t V, bool post_ln) {
-  const fs::path dir =
-      fs::temp_directory_path() / ("hs_gen_" + std::to_string(::getpid()) + "_" +
-                                   std::to_string(H) + "_" + std::to_string(post_ln));
-  fs::create_directories(dir);
-  std::mt19937 rng(4321);
-  std::normal_distribution<float> nd(0, 1);
-  const auto specs = hs::test::random_bloom_specs(d, L, V);
-  std::vector<std::vector<float>> bufs;
-  std::vector<TensorToWrite> tw;
-  bufs.reserve(specs.size());
-  for (auto& [name, shape, scale, offset] : specs) {
-    int64_t n = 1;
-    for (auto s : shape) n *= s;
-    bufs.emplace_back(n);
-    for (auto& x : bufs.back()) x = offset + scale * nd(rng);
-    tw.push_back({name, DType::F32, shape, bufs.back().data(), size_t(n) * 4});
-  }
-  write_safetensors((dir / "model.safetensors").string(), tw);
-  BloomConfig c;
-  c.hidden = d, c.n_head = H, c.n_layer = L, c.vocab = V, c.post_ln = post_ln;
-  std::ofstream(dir / "config.json") << c.to_json().dump(2);
-  return dir.string();
-}
-
 // Golden models and the random one.
 std::vector<std::string> model_dirs() {
   auto dirs = test::golden_model_dirs();
@@ -61,7 +34,7 @@ std::vector<std::string> model_dirs() {
 
 std::unique_ptr<Model> open(const std::string& spec) {
   if (spec.rfind("random:", 0) != 0) return std::make_unique<Model>(spec);
-  const std::string dir = random_model(48, 6, 3, 300, true);
+  const std::string dir = test::write_random_bloom("hs_gen", 48, 6, 3, 300, true);
   auto m = std::make_unique<Model>(dir, ModelOptions{int64_t(1) << 40});
   fs::remove_all(dir);  // the weights are in memory now
   return m;
