@@ -1,0 +1,101 @@
+// Whole-model timings on one device, for bench/gpu_run.sh and bench/NOTES.md: the diagnosis
+// forward pass (head statistics), greedy decoding with the KV cache, and perplexity scoring.
+// Each measurement is the median of repeated runs after warm-up; results are JSON lines.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "eval/generate.h"
+#include "model/engine.h"
+
+namespace {
+
+template <class F>
+double median_seconds(int warm, int reps, F&& f) {
+  for (int i = 0; i < warm; ++i) f();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app("Times the diagnosis forward, greedy decoding and perplexity of one model.");
+  std::string model, device = "auto", dtype = "auto";
+  int T = 60, new_tokens = 100, ppl_len = 512, ppl_batch = 8, reps = 10;
+  std::vector<std::string> what = {"diagnose", "decode", "ppl"};
+  app.add_option("MODEL", model, "checkpoint directory")->required();
+  app.add_option("--device", device, "auto, cpu or cuda")->capture_default_str();
+  app.add_option("--gpu-dtype", dtype, "auto, bf16, f16 or f32")->capture_default_str();
+  app.add_option("--what", what, "diagnose, decode, ppl")->capture_default_str();
+  app.add_option("--T", T, "diagnosis prompt length")->capture_default_str();
+  app.add_option("--new-tokens", new_tokens, "greedy tokens after an 8-token prompt")
+      ->capture_default_str();
+  app.add_option("--ppl-length", ppl_len, "tokens per scored sequence")->capture_default_str();
+  app.add_option("--ppl-batch", ppl_batch, "sequences per perplexity call")->capture_default_str();
+  app.add_option("--reps", reps, "timed repetitions of the diagnosis")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    const auto t0 = std::chrono::steady_clock::now();
+    const hs::DeviceKind kind = hs::resolve_device(device);
+    // The CPU keeps converted fp32 weights resident; the GPU gets its own copy, so no conversion.
+    auto m = std::make_unique<hs::Model>(
+        model, hs::ModelOptions{kind == hs::DeviceKind::cpu ? -1 : 0});
+    auto e = hs::make_engine(*m, kind, dtype);
+    const double load = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const int64_t V = e->config().vocab;
+    std::mt19937 rng(0);
+    auto random_ids = [&](int n) {
+      std::vector<int32_t> ids(n);
+      for (auto& x : ids) x = int32_t(5 + rng() % uint32_t(std::min<int64_t>(V - 5, 250000)));
+      return ids;
+    };
+    auto emit = [&](nlohmann::json j) {
+      j["model"] = model;
+      j["device"] = e->device();
+      std::printf("%s\n", j.dump().c_str());
+      std::fflush(stdout);
+    };
+    emit({{"what", "load"}, {"seconds", load}});
+    for (const std::string& w : what) {
+      if (w == "diagnose") {
+        const std::vector<std::vector<int32_t>> seqs = {random_ids(T)};
+        hs::ForwardOptions o;
+        o.head_stats = true;
+        const double s = median_seconds(3, reps, [&] { e->forward(seqs, o); });
+        emit({{"what", "diagnose"}, {"T", T}, {"ms", s * 1e3}});
+      } else if (w == "decode") {
+        const auto prompt = random_ids(8);
+        hs::GenerateOptions g;
+        g.max_new_tokens = new_tokens;
+        g.sampling.temperature = 0;
+        g.stop_at_eos = false;
+        const double s = median_seconds(1, 3, [&] { hs::generate(*e, prompt, g); });
+        emit({{"what", "decode"}, {"new_tokens", new_tokens}, {"tok_s", new_tokens / s}});
+      } else if (w == "ppl") {
+        std::vector<std::vector<int32_t>> seqs;
+        for (int i = 0; i < ppl_batch; ++i) seqs.push_back(random_ids(ppl_len));
+        hs::ForwardOptions o;
+        o.nll = true;
+        const double s = median_seconds(1, 3, [&] { e->forward(seqs, o); });
+        emit({{"what", "ppl"}, {"tokens", ppl_len * ppl_batch}, {"tok_s", ppl_len * ppl_batch / s}});
+      } else {
+        std::fprintf(stderr, "bench_engine: unknown --what %s\n", w.c_str());
+        return 2;
+      }
+    }
+  } catch (const std::exception& ex) {
+    std::fprintf(stderr, "bench_engine: error: %s\n", ex.what());
+    return 1;
+  }
+  return 0;
+}
