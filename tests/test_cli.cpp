@@ -78,6 +78,25 @@ TEST_F(Cli, UsageErrorsExit2) {
   EXPECT_EQ(run("frobnicate").code, 2);
 }
 
+// --device cuda: where no usable GPU is present (CI), one line naming why and exit 1; where one
+// is, the same diagnosis as the CPU within bf16 tolerance. An unknown device is a usage error.
+TEST_F(Cli, DeviceChoice) {
+  EXPECT_EQ(run("diagnose " + kTiny8 + " --device tpu").code, 2);
+  EXPECT_EQ(run("ppl " + kTiny8 + " --heldout --gpu-dtype f64").code, 2);
+  const fs::path cpu = dir_ / "cpu.json", gpu = dir_ / "gpu.json";
+  ASSERT_EQ(run("diagnose " + kTiny8 + " -q --device cpu --json " + cpu.string()).code, 0);
+  const Result r = run("diagnose " + kTiny8 + " -q --device cuda --json " + gpu.string());
+  if (r.code != 0) {
+    expect_error(r, {"--device cuda:"});
+    EXPECT_FALSE(fs::exists(gpu));
+    return;
+  }
+  const auto a = nlohmann::json::parse(slurp(cpu)), b = nlohmann::json::parse(slurp(gpu));
+  for (size_t k = 0; k < a["heads_detail"].size(); ++k)
+    EXPECT_NEAR(double(a["heads_detail"][k]["bos_mass"]), double(b["heads_detail"][k]["bos_mass"]),
+                1e-2);
+}
+
 TEST_F(Cli, DiagnoseTableJsonAndSvg) {
   const fs::path js = dir_ / "d.json", svg = dir_ / "d.svg";
   const Result r = run("diagnose " + kTiny8 + " --json " + js.string() + " --svg " + svg.string());

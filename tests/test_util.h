@@ -51,9 +51,12 @@ struct Result {
 };
 
 // Runs the binary with args (a shell word list), capturing its output through files in dir.
+// The CLI tests check the fp32 CPU reference's numbers, so on a GPU machine they still run on the
+// CPU unless HEADSURGEON_DEVICE says otherwise.
 inline Result run_binary(const std::filesystem::path& dir, const std::string& args) {
   const std::string out = (dir / "stdout").string(), err = (dir / "stderr").string();
-  const std::string cmd = std::string(HS_BINARY) + " " + args + " >" + out + " 2>" + err;
+  const std::string cmd = "HEADSURGEON_DEVICE=${HEADSURGEON_DEVICE:-cpu} " +
+                          std::string(HS_BINARY) + " " + args + " >" + out + " 2>" + err;
   const int st = std::system(cmd.c_str());
   return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(out), slurp(err)};
 }

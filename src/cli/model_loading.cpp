@@ -1,6 +1,7 @@
 #include "cli/model_loading.h"
 
 #include <chrono>
+#include <cstdlib>
 
 #include "cli/common.h"
 #include "eval/heldout.h"
@@ -9,8 +10,11 @@
 namespace hs::cli {
 
 void add_device_options(CLI::App* sub, DeviceArgs& a) {
+  // The default may come from the environment (the test suite pins the CPU reference this way).
+  if (const char* env = std::getenv("HEADSURGEON_DEVICE")) a.device = env;
   sub->add_option("--device", a.device,
-                  "where to run: auto (CUDA when a usable GPU is present), cpu or cuda")
+                  "where to run: auto (CUDA when a usable GPU is present), cpu or cuda; the "
+                  "default is $HEADSURGEON_DEVICE when set")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   sub->add_option("--gpu-dtype", a.gpu_dtype,
