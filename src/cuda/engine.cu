@@ -10,6 +10,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <thread>
 
 #include "cuda/gemm.h"
 #include "cuda/runtime.h"
@@ -29,31 +30,83 @@ constexpr DType dtype_of() {
 
 constexpr size_t align256(size_t n) { return (n + 255) & ~size_t(255); }
 
-// Host-to-device copy of one checkpoint tensor as `dst` (the weight type for matrices, fp32 for
-// vectors), converting through fp32 in chunks when the stored type differs.
-void upload(const Checkpoint& ck, const std::string& name, DType dst, void* dev) {
-  const TensorView& t = ck.tensor(name);
-  if (t.dtype == dst) {
-    HS_CUDA(cudaMemcpy(dev, t.data, t.nbytes, cudaMemcpyHostToDevice));
-  } else {
-    constexpr size_t kChunk = size_t(1) << 22;
-    std::vector<float> f32;
-    std::vector<uint16_t> half;
-    const size_t n = size_t(t.numel()), src_size = dtype_size(t.dtype);
-    for (size_t i0 = 0; i0 < n; i0 += kChunk) {
-      const size_t m = std::min(kChunk, n - i0);
-      f32.resize(m);
-      convert_to_f32(t.dtype, t.data + i0 * src_size, m, f32.data());
-      char* out = static_cast<char*>(dev) + i0 * dtype_size(dst);
-      if (dst == DType::F32) {
-        HS_CUDA(cudaMemcpy(out, f32.data(), m * 4, cudaMemcpyHostToDevice));
-      } else {
-        half.resize(m);
-        convert_from_f32(f32.data(), m, dst, half.data());
-        HS_CUDA(cudaMemcpy(out, half.data(), m * 2, cudaMemcpyHostToDevice));
-      }
+// Host-to-device copies through two pinned staging buffers: while the GPU pulls one by DMA,
+// threads fill the other from the (memory-mapped) checkpoint. A plain cudaMemcpy from pageable
+// memory stages through the driver one piece at a time, without that overlap.
+class Uploader {
+ public:
+  static constexpr size_t kChunk = size_t(64) << 20;
+  Uploader() {
+    HS_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    for (int k = 0; k < 2; ++k) {
+      HS_CUDA(cudaMallocHost(&pinned_[k], kChunk));
+      HS_CUDA(cudaEventCreateWithFlags(&done_[k], cudaEventDisableTiming));
     }
   }
+  ~Uploader() {
+    cudaStreamSynchronize(stream_);
+    for (int k = 0; k < 2; ++k) {
+      cudaFreeHost(pinned_[k]);
+      cudaEventDestroy(done_[k]);
+    }
+    cudaStreamDestroy(stream_);
+  }
+  // Copies `bytes` produced by fill(dst, offset, n) (writing n bytes at dst) to dev.
+  template <class Fill>
+  void copy(void* dev, size_t bytes, Fill&& fill) {
+    for (size_t off = 0; off < bytes; off += kChunk) {
+      const size_t n = std::min(kChunk, bytes - off);
+      HS_CUDA(cudaEventSynchronize(done_[k_]));  // this buffer's previous DMA has finished
+      fill(pinned_[k_], off, n);
+      HS_CUDA(cudaMemcpyAsync(static_cast<char*>(dev) + off, pinned_[k_], n,
+                              cudaMemcpyHostToDevice, stream_));
+      HS_CUDA(cudaEventRecord(done_[k_], stream_));
+      k_ ^= 1;
+    }
+  }
+  void finish() { HS_CUDA(cudaStreamSynchronize(stream_)); }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+  char* pinned_[2] = {nullptr, nullptr};
+  cudaEvent_t done_[2] = {nullptr, nullptr};
+  int k_ = 0;
+};
+
+// memcpy on a few threads: one core copies from the page cache at well under the DMA's rate.
+void parallel_copy(char* dst, const std::byte* src, size_t n) {
+  constexpr int kThreads = 4;
+  const size_t part = (n + kThreads - 1) / kThreads;
+  std::vector<std::thread> ts;
+  for (int i = 0; i < kThreads; ++i) {
+    const size_t a = std::min(n, i * part), b = std::min(n, a + part);
+    if (b > a) ts.emplace_back([=] { std::memcpy(dst + a, src + a, b - a); });
+  }
+  for (auto& t : ts) t.join();
+}
+
+// One checkpoint tensor to the device as `dst` (the weight type for matrices, fp32 for vectors),
+// converted through fp32 when the stored type differs.
+void upload(Uploader& up, const Checkpoint& ck, const std::string& name, DType dst, void* dev) {
+  const TensorView& t = ck.tensor(name);
+  const size_t n = size_t(t.numel()), src_size = dtype_size(t.dtype), dst_size = dtype_size(dst);
+  if (t.dtype == dst) {
+    up.copy(dev, t.nbytes, [&](char* p, size_t off, size_t len) {
+      parallel_copy(p, t.data + off, len);
+    });
+  } else {
+    std::vector<float> f32;
+    up.copy(dev, n * dst_size, [&](char* p, size_t off, size_t len) {
+      const size_t i0 = off / dst_size, m = len / dst_size;
+      f32.resize(m);
+      convert_to_f32(t.dtype, t.data + i0 * src_size, m, f32.data());
+      if (dst == DType::F32)
+        std::memcpy(p, f32.data(), m * 4);
+      else
+        convert_from_f32(f32.data(), m, dst, p);
+    });
+  }
+  up.finish();  // the mapping's pages may be dropped now
   ck.release(t);
 }
 
@@ -116,8 +169,9 @@ struct DeviceWeights {
     total += align256(host_slopes.size() * 4);
     store = DeviceBuffer(total);
     char* base = store.as<char>();
+    Uploader up;
     for (size_t i = 0; i < items.size(); ++i) {
-      upload(ck, items[i].name, items[i].matrix ? dtype_of<W>() : DType::F32, base + offset[i]);
+      upload(up, ck, items[i].name, items[i].matrix ? dtype_of<W>() : DType::F32, base + offset[i]);
       *items[i].slot = base + offset[i];
     }
     float* s = reinterpret_cast<float*>(base + offset.back());
@@ -227,6 +281,10 @@ class CudaEngine final : public Engine {
   cublasHandle_t blas_ = nullptr;
   DeviceBuffer blas_ws_;
   Workspace<W> ws_;
+  // Buffers of forward(), kept between calls (grow only): no cudaMalloc/cudaFree per diagnosis.
+  struct {
+    DeviceBuffer meta, kv, stats, probs, chunk, run;
+  } fw_;
   std::string device_;
 };
 
@@ -313,10 +371,10 @@ void CudaEngine<W>::forward_group(const std::vector<std::vector<int32_t>>& seqs,
   std::vector<int32_t> meta;
   for (auto* v : {&ids, &row_seq, &target, &q_row0, &n_rows, &past})
     meta.insert(meta.end(), v->begin(), v->end());
-  DeviceBuffer meta_dev(align256(meta.size() * 4) + size_t(B) * 8);
-  int32_t* m = meta_dev.as<int32_t>();
+  fw_.meta.reserve(align256(meta.size() * 4) + size_t(B) * 8);
+  int32_t* m = fw_.meta.template as<int32_t>();
   HS_CUDA(cudaMemcpyAsync(m, meta.data(), meta.size() * 4, cudaMemcpyHostToDevice, stream_));
-  int64_t* off_dev = reinterpret_cast<int64_t*>(meta_dev.as<char>() + align256(meta.size() * 4));
+  int64_t* off_dev = reinterpret_cast<int64_t*>(fw_.meta.template as<char>() + align256(meta.size() * 4));
   HS_CUDA(cudaMemcpyAsync(off_dev, probs_off.data(), size_t(B) * 8, cudaMemcpyHostToDevice,
                           stream_));
 
@@ -324,19 +382,18 @@ void CudaEngine<W>::forward_group(const std::vector<std::vector<int32_t>>& seqs,
   p.ids = m;
   p.map = {m + N, m + 3 * N, m + 3 * N + B, m + 3 * N + 2 * B, N, B};
   p.max_rows = int(Tmax);
-  DeviceBuffer kv(size_t(2 * B * H * Tmax * hd) * 4);
-  p.kv = kv.as<float>();
+  fw_.kv.reserve(size_t(2 * B * H * Tmax * hd) * 4);
+  p.kv = fw_.kv.template as<float>();
   p.kv_shared_across_layers = true;
   p.cap = int(Tmax);
-  DeviceBuffer stats, probs;
   if (opts.head_stats) {
-    stats = DeviceBuffer(size_t(L * 3 * H * N) * 4);
-    p.row_stats = stats.as<float>();
+    fw_.stats.reserve(size_t(L * 3 * H * N) * 4);
+    p.row_stats = fw_.stats.template as<float>();
   }
   if (opts.probs) {
-    probs = DeviceBuffer(size_t(L * probs_layer) * 4);
-    HS_CUDA(cudaMemsetAsync(probs.as<void>(), 0, probs.bytes(), stream_));
-    p.probs = probs.as<float>();
+    fw_.probs.reserve(size_t(L * probs_layer) * 4);
+    HS_CUDA(cudaMemsetAsync(fw_.probs.template as<void>(), 0, size_t(L * probs_layer) * 4, stream_));
+    p.probs = fw_.probs.template as<float>();
     p.probs_off = off_dev;
     p.probs_layer = probs_layer;
   }
@@ -384,10 +441,12 @@ void CudaEngine<W>::forward_group(const std::vector<std::vector<int32_t>>& seqs,
                     int(d), float(c.ln_eps)},
                    stream_);
   const int64_t Vc = vocab_chunk(N, V);
-  DeviceBuffer chunk(size_t(N * Vc) * 4), run(size_t(N) * 16);
-  float* run_m = run.as<float>();
+  fw_.chunk.reserve(size_t(N * Vc) * 4);
+  fw_.run.reserve(size_t(N) * 16);
+  float* chunk = fw_.chunk.template as<float>();
+  float* run_m = fw_.run.template as<float>();
   float* tgt = run_m + N;
-  double* run_s = reinterpret_cast<double*>(run.as<char>() + size_t(N) * 8);
+  double* run_s = reinterpret_cast<double*>(fw_.run.template as<char>() + size_t(N) * 8);
   if (opts.nll) {
     std::vector<float> minus_inf(N, -INFINITY);
     HS_CUDA(cudaMemcpyAsync(run_m, minus_inf.data(), size_t(N) * 4, cudaMemcpyHostToDevice,
@@ -399,14 +458,14 @@ void CudaEngine<W>::forward_group(const std::vector<std::vector<int32_t>>& seqs,
     if (opts.logits) out[idx[b]].logits.assign(size_t(n_rows[b] * V), 0.0f);
   for (int64_t v0 = 0; v0 < V; v0 += Vc) {
     const int64_t n = std::min(Vc, V - v0);
-    gemm_rows<W>(blas_, chunk.as<float>(), int(n), ws_.a, w.emb + v0 * d, N, int(d), int(n));
+    gemm_rows<W>(blas_, chunk, int(n), ws_.a, w.emb + v0 * d, N, int(d), int(n));
     if (opts.nll)
-      logsumexp_update(chunk.as<float>(), N, int(n), int(v0), m + 2 * N, run_m, run_s, tgt,
+      logsumexp_update(chunk, N, int(n), int(v0), m + 2 * N, run_m, run_s, tgt,
                        stream_);
     if (opts.logits)
       for (int b = 0; b < B; ++b)
         HS_CUDA(cudaMemcpy2DAsync(out[idx[b]].logits.data() + v0, size_t(V) * 4,
-                                  chunk.as<float>() + int64_t(q_row0[b]) * n, size_t(n) * 4,
+                                  chunk + int64_t(q_row0[b]) * n, size_t(n) * 4,
                                   size_t(n) * 4, size_t(n_rows[b]), cudaMemcpyDeviceToHost,
                                   stream_));
     // The chunk buffer is reused by the next GEMM only after these reads (same stream).
@@ -483,6 +542,7 @@ class CudaDecoder final : public IncrementalDecoder {
   ~CudaDecoder() override {
     for (auto& [n, g] : graph_) cudaGraphExecDestroy(g.exec);
     if (pinned_) cudaFreeHost(pinned_);
+    if (pinned_logits_) cudaFreeHost(pinned_logits_);
   }
 
   const std::vector<float>& extend(std::span<const Feed> feeds) override;
@@ -501,7 +561,8 @@ class CudaDecoder final : public IncrementalDecoder {
   int64_t batch_, cap_, layer_kv_;
   std::vector<int64_t> len_;
   DeviceBuffer cache_, meta_, last_, logits_dev_;
-  int32_t* pinned_ = nullptr;  // host staging of the meta arrays
+  int32_t* pinned_ = nullptr;          // host staging of the meta arrays
+  float* pinned_logits_ = nullptr;     // and of the logits (DMA straight into page-locked memory)
   int64_t meta_rows_ = 0, meta_feeds_ = 0;
   int meta_generation_ = 0;
   std::vector<float> logits_;
@@ -523,6 +584,8 @@ void CudaDecoder<W>::ensure_meta(int64_t rows, int64_t feeds) {
   const BloomConfig& c = e_.config();
   last_ = DeviceBuffer(size_t(meta_feeds_ * c.hidden) * (4 + sizeof(W)));
   logits_dev_ = DeviceBuffer(size_t(meta_feeds_ * c.vocab) * 4);
+  if (pinned_logits_) cudaFreeHost(pinned_logits_);
+  HS_CUDA(cudaMallocHost(&pinned_logits_, size_t(meta_feeds_ * c.vocab) * 4));
   ++meta_generation_;
 }
 
@@ -624,10 +687,10 @@ const std::vector<float>& CudaDecoder<W>::extend(std::span<const Feed> feeds) {
   } else {
     enqueue(int(R), int(F), int(max_rows));
   }
-  logits_.resize(size_t(F * V));
-  HS_CUDA(cudaMemcpyAsync(logits_.data(), logits_dev_.as<float>(), logits_.size() * 4,
+  HS_CUDA(cudaMemcpyAsync(pinned_logits_, logits_dev_.as<float>(), size_t(F * V) * 4,
                           cudaMemcpyDeviceToHost, st));
   HS_CUDA(cudaStreamSynchronize(st));
+  logits_.assign(pinned_logits_, pinned_logits_ + F * V);
   for (const Feed& fd : feeds) len_[fd.seq] += int64_t(fd.ids.size());
   return logits_;
 }
