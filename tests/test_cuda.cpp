@@ -263,8 +263,9 @@ class GpuGolden : public ::testing::TestWithParam<std::string> {
 };
 
 // Golden logits, loss and head statistics: within 1e-4 with fp32 weights (the CPU path's own
-// tolerance), and within what bf16 weights and GEMM inputs cost (8 significant bits: 2e-2 of
-// the logits' scale, 1e-2 absolute on the head statistics).
+// tolerance), and within what bf16 weights and GEMM inputs cost: 1e-2 of the logits' scale and
+// 1e-3 absolute on the head statistics (bf16 matrices alone cost 1e-3 and 2e-5 on these models,
+// GoldenModel.Bf16WeightsWithinGpuTolerance; rounding the GEMM inputs adds about as much).
 TEST_P(GpuGolden, ForwardMatchesGolden) {
   const std::string dir = GetParam();
   SafetensorsFile g(dir + "/golden.safetensors");
@@ -275,7 +276,7 @@ TEST_P(GpuGolden, ForwardMatchesGolden) {
   const double ref_loss = floats(g, "loss")[0];
   for (const auto& [dtype, tol_logits, tol_loss] :
        std::vector<std::tuple<std::string, double, double>>{{"f32", 1e-4, 1e-5},
-                                                            {"bf16", 2e-2, 1e-2}}) {
+                                                            {"bf16", 1e-2, 5e-3}}) {
     auto e = gpu_engine(model, dtype);
     ForwardOptions o;
     o.logits = o.nll = o.probs = true;
@@ -309,7 +310,7 @@ TEST_P(GpuGolden, ForwardMatchesGolden) {
   const auto bos = floats(g, "diag.bos_mass"), ent = floats(g, "diag.entropy");
   const auto loc = floats(gx, "diag.local_mass");
   for (const auto& [dtype, tol] :
-       std::vector<std::pair<std::string, double>>{{"f32", 1e-4}, {"bf16", 1e-2}}) {
+       std::vector<std::pair<std::string, double>>{{"f32", 1e-4}, {"bf16", 1e-3}}) {
     auto e = gpu_engine(model, dtype);
     const Diagnosis d = diagnose(*e, tok, opts, dir);
     double worst = 0;
@@ -354,7 +355,11 @@ TEST_P(GpuGolden, DecoderMatchesFullForward) {
     }
   }
   unsetenv("HEADSURGEON_CUDA_GRAPHS");
-  EXPECT_EQ(runs[0], runs[1]) << "graph replay differs from eager launches";
+  // The same kernels on the same inputs; only a cuBLAS algorithm chosen differently under
+  // capture could move the last bits.
+  ASSERT_EQ(runs[0].size(), runs[1].size());
+  for (size_t k = 0; k < runs[0].size(); ++k)
+    EXPECT_LE(rel_err(runs[1][k], runs[0][k]), 1e-6) << "graph replay vs eager, step " << k;
 }
 
 // Greedy generation on the GPU reproduces HF's 24 golden tokens (fp32 weights).

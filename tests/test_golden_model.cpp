@@ -112,6 +112,52 @@ TEST_P(GoldenModel, StreamingEqualsResident) {
   }
 }
 
+// What bf16 weights cost against the golden data, measured on the CPU (so CI checks it): the
+// GPU tests' bf16 tolerances (1e-2 of the logits' scale, 1e-3 absolute on the head metrics) must
+// hold with room to spare for rounding the matrices alone, since the GPU also rounds the GEMM
+// inputs, an error of the same order.
+TEST_P(GoldenModel, Bf16WeightsWithinGpuTolerance) {
+  const std::string dir = GetParam();
+  const std::filesystem::path copy =
+      std::filesystem::temp_directory_path() /
+      ("hs_bf16_" + std::to_string(::getpid()) + "_" + std::filesystem::path(dir).filename().string());
+  test::copy_model_edited(dir, copy, [](const std::string& name, std::vector<std::byte>& b) {
+    for (const char* m : {"query_key_value.weight", "dense.weight", "dense_h_to_4h.weight",
+                          "dense_4h_to_h.weight", "word_embeddings.weight"})
+      if (name.ends_with(m)) {
+        float* f = reinterpret_cast<float*>(b.data());
+        for (size_t i = 0; i < b.size() / 4; ++i) f[i] = bf16_to_f32(f32_to_bf16(f[i]));
+      }
+  });
+  SafetensorsFile g(dir + "/golden.safetensors");
+  SafetensorsFile gx(dir + "/golden_extra.safetensors");
+  Model model(copy.string(), ModelOptions{int64_t(1) << 40});
+  ForwardOptions o;
+  o.logits = true;
+  const auto out = forward(model, id_rows(g, "input_ids"), o);
+  std::vector<float> ours;
+  for (const auto& x : out) ours.insert(ours.end(), x.logits.begin(), x.logits.end());
+  const double err = rel_err(ours, floats(g, "logits"));
+  EXPECT_LE(err, 1e-2 / 2) << dir;
+
+  nlohmann::json info = nlohmann::json::parse(std::ifstream(dir + "/golden.json"));
+  Tokenizer tok = Tokenizer::from_file(dir + "/tokenizer.json");
+  DiagnoseOptions opts;
+  opts.prompts = {info["diag_prompt"].get<std::string>()};
+  const Diagnosis d = diagnose(model, tok, opts, dir);
+  const auto bos = floats(g, "diag.bos_mass"), ent = floats(g, "diag.entropy");
+  const auto loc = floats(gx, "diag.local_mass");
+  double worst = 0;
+  for (size_t k = 0; k < d.metrics.size(); ++k)
+    worst = std::max({worst, std::abs(d.metrics[k].bos_mass - bos[k]),
+                      std::abs(d.metrics[k].entropy - ent[k]),
+                      std::abs(d.metrics[k].local_mass - loc[k])});
+  EXPECT_LE(worst, 1e-3 / 2) << dir;
+  std::printf("measured %s with bf16 matrices: logits %.2e, head metrics %.2e\n", dir.c_str(),
+              err, worst);
+  std::filesystem::remove_all(copy);
+}
+
 INSTANTIATE_TEST_SUITE_P(Dirs, GoldenModel, ::testing::ValuesIn(test::golden_model_dirs()),
                          test::DirName());
 

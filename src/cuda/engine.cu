@@ -618,19 +618,9 @@ template <class W>
 const std::vector<float>& CudaDecoder<W>::extend(std::span<const Feed> feeds) {
   const BloomConfig& c = e_.config();
   const int64_t F = int64_t(feeds.size()), V = c.vocab;
-  std::vector<uint8_t> seen(batch_, 0);
+  check_feeds(feeds, len_, cap_, V);
   int64_t R = 0, max_rows = 0;
-  for (int64_t f = 0; f < F; ++f) {
-    const Feed& fd = feeds[f];
-    if (fd.seq < 0 || fd.seq >= batch_ || seen[fd.seq] || fd.ids.empty())
-      throw Error("decoder", "feed " + std::to_string(f) + ": bad or repeated sequence, or no ids");
-    seen[fd.seq] = 1;
-    if (len_[fd.seq] + int64_t(fd.ids.size()) > cap_)
-      throw Error("decoder",
-                  "sequence longer than the cache capacity of " + std::to_string(cap_) + " tokens");
-    for (int32_t id : fd.ids)
-      if (id < 0 || id >= V)
-        throw Error("decoder", "token id " + std::to_string(id) + " is outside the vocabulary");
+  for (const Feed& fd : feeds) {
     R += int64_t(fd.ids.size());
     max_rows = std::max<int64_t>(max_rows, int64_t(fd.ids.size()));
   }

@@ -68,15 +68,9 @@ const std::vector<float>& Decoder::extend(std::span<const Feed> feeds) {
 
   // Row r of this pass is token row_pos[r] of sequence row_seq[r].
   std::vector<int64_t> row_seq, row_pos, last_row(F);
-  std::vector<uint8_t> seen(batch_, 0);
+  check_feeds(feeds, len_, cap_, V);
   for (int64_t f = 0; f < F; ++f) {
     const Feed& fd = feeds[f];
-    if (fd.seq < 0 || fd.seq >= batch_ || seen[fd.seq] || fd.ids.empty())
-      throw Error("decoder", "feed " + std::to_string(f) + ": bad or repeated sequence, or no ids");
-    seen[fd.seq] = 1;
-    if (len_[fd.seq] + int64_t(fd.ids.size()) > cap_)
-      throw Error("decoder",
-                  "sequence longer than the cache capacity of " + std::to_string(cap_) + " tokens");
     for (size_t i = 0; i < fd.ids.size(); ++i) {
       row_seq.push_back(fd.seq);
       row_pos.push_back(len_[fd.seq] + int64_t(i));

@@ -12,6 +12,7 @@
 
 #include "model/forward.h"
 #include "model/model.h"
+#include "util/error.h"
 
 namespace hs {
 
@@ -31,6 +32,27 @@ class IncrementalDecoder {
   // Sequence `to` becomes a copy of sequence `from` (n samples share one prompt's prefill).
   virtual void fork(int64_t from, int64_t to) = 0;
   virtual int64_t capacity() const = 0;
+
+ protected:
+  // The checks every extend() makes before touching its cache: each feed names a distinct
+  // sequence in [0, len.size()), brings ids inside the vocabulary, and fits the capacity.
+  static void check_feeds(std::span<const Feed> feeds, std::span<const int64_t> len,
+                          int64_t capacity, int64_t vocab) {
+    std::vector<uint8_t> seen(len.size(), 0);
+    for (size_t f = 0; f < feeds.size(); ++f) {
+      const Feed& fd = feeds[f];
+      if (fd.seq < 0 || fd.seq >= int64_t(len.size()) || seen[fd.seq] || fd.ids.empty())
+        throw Error("decoder",
+                    "feed " + std::to_string(f) + ": bad or repeated sequence, or no ids");
+      seen[fd.seq] = 1;
+      if (len[fd.seq] + int64_t(fd.ids.size()) > capacity)
+        throw Error("decoder", "sequence longer than the cache capacity of " +
+                                   std::to_string(capacity) + " tokens");
+      for (int32_t id : fd.ids)
+        if (id < 0 || id >= vocab)
+          throw Error("decoder", "token id " + std::to_string(id) + " is outside the vocabulary");
+    }
+  }
 };
 
 class Engine {
