@@ -48,10 +48,11 @@ int main(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     const hs::DeviceKind kind = hs::resolve_device(device);
     // The CPU keeps converted fp32 weights resident; the GPU gets its own copy, so no conversion.
-    auto m = std::make_unique<hs::Model>(
-        model, hs::ModelOptions{kind == hs::DeviceKind::cpu ? -1 : 0});
+    auto m =
+        std::make_unique<hs::Model>(model, hs::ModelOptions{kind == hs::DeviceKind::cpu ? -1 : 0});
     auto e = hs::make_engine(*m, kind, dtype);
-    const double load = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double load =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const int64_t V = e->config().vocab;
     std::mt19937 rng(0);
     auto random_ids = [&](int n) {
@@ -87,7 +88,8 @@ int main(int argc, char** argv) {
         hs::ForwardOptions o;
         o.nll = true;
         const double s = median_seconds(1, 3, [&] { e->forward(seqs, o); });
-        emit({{"what", "ppl"}, {"tokens", ppl_len * ppl_batch}, {"tok_s", ppl_len * ppl_batch / s}});
+        emit(
+            {{"what", "ppl"}, {"tokens", ppl_len * ppl_batch}, {"tok_s", ppl_len * ppl_batch / s}});
       } else {
         std::fprintf(stderr, "bench_engine: unknown --what %s\n", w.c_str());
         return 2;

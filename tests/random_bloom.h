@@ -49,9 +49,9 @@ inline std::vector<TensorSpec> random_bloom_specs(int64_t d, int64_t L, int64_t 
 inline std::string write_random_bloom(const std::string& prefix, int64_t d, int64_t H, int64_t L,
                                       int64_t V, bool post_ln) {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() /
-                       (prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(H) +
-                        "_" + std::to_string(post_ln));
+  const fs::path dir =
+      fs::temp_directory_path() / (prefix + "_" + std::to_string(::getpid()) + "_" +
+                                   std::to_string(H) + "_" + std::to_string(post_ln));
   fs::create_directories(dir);
   std::mt19937 rng(4321);
   std::normal_distribution<float> nd(0, 1);

@@ -8,8 +8,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "cuda/gemm.h"
@@ -91,22 +91,22 @@ TEST_F(Gpu, AddLayerNormMatchesCpu) {
   for (int d : {64, 300, 2048}) {
     const int N = 7;
     const auto x0 = randn(rng, size_t(N) * d, 2, 1), y = randn(rng, size_t(N) * d),
-               bias = randn(rng, d), src = randn(rng, size_t(N) * d),
-               w = randn(rng, d, 0.2f, 1), b = randn(rng, d, 0.2f);
+               bias = randn(rng, d), src = randn(rng, size_t(N) * d), w = randn(rng, d, 0.2f, 1),
+               b = randn(rng, d, 0.2f);
     for (bool post : {false, true}) {
       // CPU: x = (post ? src : x) + y + bias; out = LN(x).
       std::vector<float> xr = post ? src : x0, outr(size_t(N) * d);
       for (int i = 0; i < N; ++i)
         for (int c = 0; c < d; ++c) xr[size_t(i) * d + c] += y[size_t(i) * d + c] + bias[c];
-      cpu::layernorm_forward<float>(outr.data(), nullptr, nullptr, xr.data(), w.data(), b.data(),
-                                    N, d, 1e-5f);
+      cpu::layernorm_forward<float>(outr.data(), nullptr, nullptr, xr.data(), w.data(), b.data(), N,
+                                    d, 1e-5f);
       DeviceBuffer X = upload(x0), Y = upload(y), Bi = upload(bias), S = upload(src),
                    Wd = upload(w), Bd = upload(b), O = poisoned(size_t(N) * d * 4),
                    O32 = poisoned(size_t(N) * d * 4);
-      cuda::add_layernorm<float>({X.as<float>(), Y.as<float>(), Bi.as<float>(),
-                                  post ? S.as<float>() : nullptr, Wd.as<float>(), Bd.as<float>(),
-                                  O.as<float>(), O32.as<float>(), N, d, 1e-5f},
-                                 nullptr);
+      cuda::add_layernorm<float>(
+          {X.as<float>(), Y.as<float>(), Bi.as<float>(), post ? S.as<float>() : nullptr,
+           Wd.as<float>(), Bd.as<float>(), O.as<float>(), O32.as<float>(), N, d, 1e-5f},
+          nullptr);
       EXPECT_LE(rel_err(download<float>(X, xr.size()), xr), kF32Tol) << "residual d=" << d;
       EXPECT_LE(rel_err(download<float>(O, outr.size()), outr), kF32Tol) << "LN d=" << d;
       EXPECT_EQ(download<float>(O, outr.size()), download<float>(O32, outr.size()));
@@ -155,17 +155,17 @@ TEST_F(Gpu, AttentionMatchesCpu) {
       probs_off.push_back(probs_total);
       probs_total += int64_t(H) * cs.T[b] * cs.T[b];
     }
-    DeviceBuffer QKV = upload(qkv), Bias = upload(bias), Sl = upload(slopes),
-                 RS = upload(row_seq), Q0 = upload(q_row0), NR = upload(n_rows),
-                 P0 = upload(past), Off = upload(probs_off), Q = poisoned(size_t(N) * d * 4),
+    DeviceBuffer QKV = upload(qkv), Bias = upload(bias), Sl = upload(slopes), RS = upload(row_seq),
+                 Q0 = upload(q_row0), NR = upload(n_rows), P0 = upload(past),
+                 Off = upload(probs_off), Q = poisoned(size_t(N) * d * 4),
                  K = poisoned(size_t(B) * H * Tmax * hd * 4),
                  Vb = poisoned(size_t(B) * H * Tmax * hd * 4), Ctx = poisoned(size_t(N) * d * 4),
                  Stats = poisoned(size_t(3) * H * N * 4), Probs(size_t(probs_total) * 4);
     cuda::check(cudaMemset(Probs.as<void>(), 0, Probs.bytes()), "memset");
-    const cuda::RowMap m{RS.as<int32_t>(), Q0.as<int32_t>(), NR.as<int32_t>(), P0.as<int32_t>(),
-                         N, B};
-    cuda::qkv_split(Q.as<float>(), K.as<float>(), Vb.as<float>(), QKV.as<float>(),
-                    Bias.as<float>(), m, H, hd, Tmax, nullptr);
+    const cuda::RowMap m{
+        RS.as<int32_t>(), Q0.as<int32_t>(), NR.as<int32_t>(), P0.as<int32_t>(), N, B};
+    cuda::qkv_split(Q.as<float>(), K.as<float>(), Vb.as<float>(), QKV.as<float>(), Bias.as<float>(),
+                    m, H, hd, Tmax, nullptr);
     cuda::alibi_attention<float>(Ctx.as<float>(), Stats.as<float>(), Probs.as<float>(),
                                  Off.as<int64_t>(), Q.as<float>(), K.as<float>(), Vb.as<float>(),
                                  Sl.as<float>(), m, H, hd, Tmax, Tmax, nullptr);
@@ -185,8 +185,8 @@ TEST_F(Gpu, AttentionMatchesCpu) {
                                           slopes.data(), T, H, hd);
       const std::vector<float> got_ctx(ctx.begin() + int64_t(q_row0[b]) * d,
                                        ctx.begin() + int64_t(q_row0[b] + T) * d);
-      const std::string where = "H=" + std::to_string(H) + " hd=" + std::to_string(hd) +
-                                " T=" + std::to_string(T);
+      const std::string where =
+          "H=" + std::to_string(H) + " hd=" + std::to_string(hd) + " T=" + std::to_string(T);
       EXPECT_LE(rel_err(got_ctx, ref_ctx), 1e-5) << where;
       const std::vector<float> got_probs(probs.begin() + probs_off[b],
                                          probs.begin() + probs_off[b] + int64_t(H) * T * T);
@@ -220,8 +220,8 @@ TEST_F(Gpu, LogSumExpMatchesCpu) {
       std::copy_n(logits.begin() + int64_t(r) * V + v0, n, chunk.begin() + int64_t(r) * n);
     cpu::logsumexp_update(chunk.data(), N, n, m.data(), s.data());
     DeviceBuffer C = upload(chunk);
-    cuda::logsumexp_update(C.as<float>(), N, n, v0, Tg.as<int32_t>(), M.as<float>(),
-                           S.as<double>(), Tl.as<float>(), nullptr);
+    cuda::logsumexp_update(C.as<float>(), N, n, v0, Tg.as<int32_t>(), M.as<float>(), S.as<double>(),
+                           Tl.as<float>(), nullptr);
     cuda::check(cudaDeviceSynchronize(), "sync");
   }
   const auto gm = download<float>(M, N), gt = download<float>(Tl, N);

@@ -119,8 +119,8 @@ TEST_P(GoldenModel, StreamingEqualsResident) {
 TEST_P(GoldenModel, Bf16WeightsWithinGpuTolerance) {
   const std::string dir = GetParam();
   const std::filesystem::path copy =
-      std::filesystem::temp_directory_path() /
-      ("hs_bf16_" + std::to_string(::getpid()) + "_" + std::filesystem::path(dir).filename().string());
+      std::filesystem::temp_directory_path() / ("hs_bf16_" + std::to_string(::getpid()) + "_" +
+                                                std::filesystem::path(dir).filename().string());
   test::copy_model_edited(dir, copy, [](const std::string& name, std::vector<std::byte>& b) {
     for (const char* m : {"query_key_value.weight", "dense.weight", "dense_h_to_4h.weight",
                           "dense_4h_to_h.weight", "word_embeddings.weight"})
@@ -153,8 +153,8 @@ TEST_P(GoldenModel, Bf16WeightsWithinGpuTolerance) {
                       std::abs(d.metrics[k].entropy - ent[k]),
                       std::abs(d.metrics[k].local_mass - loc[k])});
   EXPECT_LE(worst, 1e-3 / 2) << dir;
-  std::printf("measured %s with bf16 matrices: logits %.2e, head metrics %.2e\n", dir.c_str(),
-              err, worst);
+  std::printf("measured %s with bf16 matrices: logits %.2e, head metrics %.2e\n", dir.c_str(), err,
+              worst);
   std::filesystem::remove_all(copy);
 }
 

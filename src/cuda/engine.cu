@@ -1,5 +1,3 @@
-#include "cuda/engine.h"
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -12,6 +10,7 @@
 #include <map>
 #include <thread>
 
+#include "cuda/engine.h"
 #include "cuda/gemm.h"
 #include "cuda/runtime.h"
 #include "ops/cuda/ops.cuh"
@@ -58,8 +57,8 @@ class Uploader {
       const size_t n = std::min(kChunk, bytes - off);
       HS_CUDA(cudaEventSynchronize(done_[k_]));  // this buffer's previous DMA has finished
       fill(pinned_[k_], off, n);
-      HS_CUDA(cudaMemcpyAsync(static_cast<char*>(dev) + off, pinned_[k_], n,
-                              cudaMemcpyHostToDevice, stream_));
+      HS_CUDA(cudaMemcpyAsync(static_cast<char*>(dev) + off, pinned_[k_], n, cudaMemcpyHostToDevice,
+                              stream_));
       HS_CUDA(cudaEventRecord(done_[k_], stream_));
       k_ ^= 1;
     }
@@ -91,9 +90,8 @@ void upload(Uploader& up, const Checkpoint& ck, const std::string& name, DType d
   const TensorView& t = ck.tensor(name);
   const size_t n = size_t(t.numel()), src_size = dtype_size(t.dtype), dst_size = dtype_size(dst);
   if (t.dtype == dst) {
-    up.copy(dev, t.nbytes, [&](char* p, size_t off, size_t len) {
-      parallel_copy(p, t.data + off, len);
-    });
+    up.copy(dev, t.nbytes,
+            [&](char* p, size_t off, size_t len) { parallel_copy(p, t.data + off, len); });
   } else {
     std::vector<float> f32;
     up.copy(dev, n * dst_size, [&](char* p, size_t off, size_t len) {
@@ -296,9 +294,8 @@ void CudaEngine<W>::run_layers(const Pass& p) {
   const DeviceWeights<W>& w = weights_;
   Workspace<W>& s = ws_;
   embed_rows<W>(s.x, w.emb, p.ids, N, d, stream_);
-  add_layernorm<W>({s.x, nullptr, nullptr, nullptr, w.emb_ln_w, w.emb_ln_b, nullptr, s.x, N, d,
-                    eps},
-                   stream_);
+  add_layernorm<W>(
+      {s.x, nullptr, nullptr, nullptr, w.emb_ln_w, w.emb_ln_b, nullptr, s.x, N, d, eps}, stream_);
   // The residual update that ends a sub-block is fused into the next LayerNorm: x = src + y + b.
   const float *pend_y = nullptr, *pend_b = nullptr, *pend_src = nullptr;
   float* post = c.post_ln ? s.a32 : nullptr;  // fp32 LayerNorm output, the post-LN residual
@@ -374,9 +371,10 @@ void CudaEngine<W>::forward_group(const std::vector<std::vector<int32_t>>& seqs,
   fw_.meta.reserve(align256(meta.size() * 4) + size_t(B) * 8);
   int32_t* m = fw_.meta.template as<int32_t>();
   HS_CUDA(cudaMemcpyAsync(m, meta.data(), meta.size() * 4, cudaMemcpyHostToDevice, stream_));
-  int64_t* off_dev = reinterpret_cast<int64_t*>(fw_.meta.template as<char>() + align256(meta.size() * 4));
-  HS_CUDA(cudaMemcpyAsync(off_dev, probs_off.data(), size_t(B) * 8, cudaMemcpyHostToDevice,
-                          stream_));
+  int64_t* off_dev =
+      reinterpret_cast<int64_t*>(fw_.meta.template as<char>() + align256(meta.size() * 4));
+  HS_CUDA(
+      cudaMemcpyAsync(off_dev, probs_off.data(), size_t(B) * 8, cudaMemcpyHostToDevice, stream_));
 
   Pass p;
   p.ids = m;
@@ -392,7 +390,8 @@ void CudaEngine<W>::forward_group(const std::vector<std::vector<int32_t>>& seqs,
   }
   if (opts.probs) {
     fw_.probs.reserve(size_t(L * probs_layer) * 4);
-    HS_CUDA(cudaMemsetAsync(fw_.probs.template as<void>(), 0, size_t(L * probs_layer) * 4, stream_));
+    HS_CUDA(
+        cudaMemsetAsync(fw_.probs.template as<void>(), 0, size_t(L * probs_layer) * 4, stream_));
     p.probs = fw_.probs.template as<float>();
     p.probs_off = off_dev;
     p.probs_layer = probs_layer;
@@ -403,8 +402,8 @@ void CudaEngine<W>::forward_group(const std::vector<std::vector<int32_t>>& seqs,
 
   if (opts.head_stats) {
     std::vector<float> rs(size_t(L * 3 * H * N));
-    HS_CUDA(cudaMemcpyAsync(rs.data(), p.row_stats, rs.size() * 4, cudaMemcpyDeviceToHost,
-                            stream_));
+    HS_CUDA(
+        cudaMemcpyAsync(rs.data(), p.row_stats, rs.size() * 4, cudaMemcpyDeviceToHost, stream_));
     HS_CUDA(cudaStreamSynchronize(stream_));
     // Means over each sequence's rows, summed in row order in double as the CPU path does.
     for (int b = 0; b < B; ++b) {
@@ -437,8 +436,8 @@ void CudaEngine<W>::forward_group(const std::vector<std::vector<int32_t>>& seqs,
     return;
   }
   const DeviceWeights<W>& w = weights_;
-  add_layernorm<W>({ws_.x, nullptr, nullptr, nullptr, w.lnf_w, w.lnf_b, ws_.a, nullptr, N,
-                    int(d), float(c.ln_eps)},
+  add_layernorm<W>({ws_.x, nullptr, nullptr, nullptr, w.lnf_w, w.lnf_b, ws_.a, nullptr, N, int(d),
+                    float(c.ln_eps)},
                    stream_);
   const int64_t Vc = vocab_chunk(N, V);
   fw_.chunk.reserve(size_t(N * Vc) * 4);
@@ -449,8 +448,8 @@ void CudaEngine<W>::forward_group(const std::vector<std::vector<int32_t>>& seqs,
   double* run_s = reinterpret_cast<double*>(fw_.run.template as<char>() + size_t(N) * 8);
   if (opts.nll) {
     std::vector<float> minus_inf(N, -INFINITY);
-    HS_CUDA(cudaMemcpyAsync(run_m, minus_inf.data(), size_t(N) * 4, cudaMemcpyHostToDevice,
-                            stream_));
+    HS_CUDA(
+        cudaMemcpyAsync(run_m, minus_inf.data(), size_t(N) * 4, cudaMemcpyHostToDevice, stream_));
     HS_CUDA(cudaMemsetAsync(tgt, 0, size_t(N) * 4, stream_));
     HS_CUDA(cudaStreamSynchronize(stream_));  // minus_inf is about to go out of scope
   }
@@ -460,14 +459,12 @@ void CudaEngine<W>::forward_group(const std::vector<std::vector<int32_t>>& seqs,
     const int64_t n = std::min(Vc, V - v0);
     gemm_rows<W>(blas_, chunk, int(n), ws_.a, w.emb + v0 * d, N, int(d), int(n));
     if (opts.nll)
-      logsumexp_update(chunk, N, int(n), int(v0), m + 2 * N, run_m, run_s, tgt,
-                       stream_);
+      logsumexp_update(chunk, N, int(n), int(v0), m + 2 * N, run_m, run_s, tgt, stream_);
     if (opts.logits)
       for (int b = 0; b < B; ++b)
         HS_CUDA(cudaMemcpy2DAsync(out[idx[b]].logits.data() + v0, size_t(V) * 4,
-                                  chunk + int64_t(q_row0[b]) * n, size_t(n) * 4,
-                                  size_t(n) * 4, size_t(n_rows[b]), cudaMemcpyDeviceToHost,
-                                  stream_));
+                                  chunk + int64_t(q_row0[b]) * n, size_t(n) * 4, size_t(n) * 4,
+                                  size_t(n_rows[b]), cudaMemcpyDeviceToHost, stream_));
     // The chunk buffer is reused by the next GEMM only after these reads (same stream).
   }
   if (opts.nll) {
@@ -561,8 +558,8 @@ class CudaDecoder final : public IncrementalDecoder {
   int64_t batch_, cap_, layer_kv_;
   std::vector<int64_t> len_;
   DeviceBuffer cache_, meta_, last_, logits_dev_;
-  int32_t* pinned_ = nullptr;          // host staging of the meta arrays
-  float* pinned_logits_ = nullptr;     // and of the logits (DMA straight into page-locked memory)
+  int32_t* pinned_ = nullptr;       // host staging of the meta arrays
+  float* pinned_logits_ = nullptr;  // and of the logits (DMA straight into page-locked memory)
   int64_t meta_rows_ = 0, meta_feeds_ = 0;
   int meta_generation_ = 0;
   std::vector<float> logits_;
@@ -608,9 +605,9 @@ void CudaDecoder<W>::enqueue(int R, int F, int max_rows) {
   W* al = reinterpret_cast<W*>(last_.as<char>() + size_t(meta_feeds_ * d) * 4);
   const auto& w = e_.weights();
   gather_rows(xl, e_.workspace().x, last_rows, F, d, e_.stream());
-  add_layernorm<W>({xl, nullptr, nullptr, nullptr, w.lnf_w, w.lnf_b, al, nullptr, F, d,
-                    float(c.ln_eps)},
-                   e_.stream());
+  add_layernorm<W>(
+      {xl, nullptr, nullptr, nullptr, w.lnf_w, w.lnf_b, al, nullptr, F, d, float(c.ln_eps)},
+      e_.stream());
   gemm_rows<W>(e_.blas(), logits_dev_.as<float>(), int(c.vocab), al, w.emb, F, d, int(c.vocab));
 }
 

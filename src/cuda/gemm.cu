@@ -1,10 +1,9 @@
-#include "cuda/gemm.h"
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <string>
 
+#include "cuda/gemm.h"
 #include "util/error.h"
 
 namespace hs::cuda {
@@ -37,9 +36,9 @@ void gemm_rows(cublasHandle_t h, float* out, int ldo, const W* inp, const W* Wt,
   if (N == 0 || OC == 0) return;
   // Column-major view: out^T [OC, N] = Wt [IC, OC]^T . inp^T [IC, N].
   const float one = 1.0f, zero = 0.0f;
-  check_blas(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, &one, Wt, data_type<W>(), IC,
-                          inp, data_type<W>(), IC, &zero, out, CUDA_R_32F, ldo,
-                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+  check_blas(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, &one, Wt, data_type<W>(), IC, inp,
+                          data_type<W>(), IC, &zero, out, CUDA_R_32F, ldo, CUBLAS_COMPUTE_32F,
+                          CUBLAS_GEMM_DEFAULT),
              "cublasGemmEx");
 }
 
@@ -47,7 +46,7 @@ template void gemm_rows<float>(cublasHandle_t, float*, int, const float*, const 
                                int);
 template void gemm_rows<__nv_bfloat16>(cublasHandle_t, float*, int, const __nv_bfloat16*,
                                        const __nv_bfloat16*, int, int, int);
-template void gemm_rows<__half>(cublasHandle_t, float*, int, const __half*, const __half*, int,
-                                int, int);
+template void gemm_rows<__half>(cublasHandle_t, float*, int, const __half*, const __half*, int, int,
+                                int);
 
 }  // namespace hs::cuda

@@ -1,9 +1,8 @@
-#include "cuda/runtime.h"
-
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
 
+#include "cuda/runtime.h"
 #include "util/error.h"
 
 namespace hs::cuda {
@@ -76,8 +75,8 @@ void DeviceBuffer::reserve(size_t bytes) {
   if (err != cudaSuccess) {
     cudaGetLastError();
     ptr_ = nullptr;
-    throw Error("cuda", "out of GPU memory allocating " + std::to_string(bytes >> 20) +
-                            " MiB (" + cudaGetErrorString(err) + ")");
+    throw Error("cuda", "out of GPU memory allocating " + std::to_string(bytes >> 20) + " MiB (" +
+                            cudaGetErrorString(err) + ")");
   }
   bytes_ = bytes;
   const size_t now = (g_allocated += bytes);

@@ -1,6 +1,5 @@
 #include "eval/generate.h"
 
-
 namespace hs {
 
 namespace {

@@ -46,8 +46,8 @@ __global__ void qkv_split_kernel(float* q, float* kc, float* vc, const float* qk
 }
 
 // Score of key kt + lane for a query row at absolute position pos (-inf when masked).
-__device__ __forceinline__ float score(const float* qrow, const float* Ks, int hd, int lane,
-                                       int j, int pos, float scale, float slope) {
+__device__ __forceinline__ float score(const float* qrow, const float* Ks, int hd, int lane, int j,
+                                       int pos, float scale, float slope) {
   if (j > pos) return -INFINITY;
   const float* k = Ks + lane * (hd + 1);
   float dot = 0;
@@ -165,8 +165,8 @@ template <int DPL, class W>
 void launch_attention(W* ctx, float* row_stats, float* probs, const int64_t* probs_off,
                       const float* q, const float* kc, const float* vc, const float* slopes,
                       RowMap m, int H, int hd, int cap, int max_rows, cudaStream_t stream) {
-  const size_t smem = sizeof(float) * (size_t(kRows) * hd + size_t(kTile) * (hd + 1) +
-                                       size_t(kTile) * hd);
+  const size_t smem =
+      sizeof(float) * (size_t(kRows) * hd + size_t(kTile) * (hd + 1) + size_t(kTile) * hd);
   // Above 48 KB a kernel must opt in; done once per instantiation, outside any graph capture.
   static size_t allowed = 48 * 1024;
   if (smem > allowed) {
@@ -175,15 +175,15 @@ void launch_attention(W* ctx, float* row_stats, float* probs, const int64_t* pro
     allowed = smem;
   }
   const dim3 grid((max_rows + kRows - 1) / kRows, H, m.B);
-  attention_kernel<DPL, W><<<grid, kWarps * 32, smem, stream>>>(ctx, row_stats, probs, probs_off,
-                                                                 q, kc, vc, slopes, m, H, hd, cap);
+  attention_kernel<DPL, W><<<grid, kWarps * 32, smem, stream>>>(ctx, row_stats, probs, probs_off, q,
+                                                                kc, vc, slopes, m, H, hd, cap);
   HS_CUDA(cudaGetLastError());
 }
 
 }  // namespace
 
-void qkv_split(float* q, float* kc, float* vc, const float* qkv, const float* bias, RowMap m,
-               int H, int hd, int cap, cudaStream_t stream) {
+void qkv_split(float* q, float* kc, float* vc, const float* qkv, const float* bias, RowMap m, int H,
+               int hd, int cap, cudaStream_t stream) {
   const int64_t n = int64_t(m.N) * 3 * H * hd;
   if (n == 0) return;
   const int threads = 256;
@@ -198,7 +198,7 @@ void alibi_attention(W* ctx, float* row_stats, float* probs, const int64_t* prob
                      RowMap m, int H, int hd, int cap, int max_rows, cudaStream_t stream) {
   if (max_rows <= 0 || m.B == 0) return;
   const int dpl = (hd + 31) / 32;
-#define HS_LAUNCH(D)                                                                          \
+#define HS_LAUNCH(D)                                                                           \
   return launch_attention<D, W>(ctx, row_stats, probs, probs_off, q, kc, vc, slopes, m, H, hd, \
                                 cap, max_rows, stream)
   if (dpl <= 1) HS_LAUNCH(1);
@@ -209,10 +209,10 @@ void alibi_attention(W* ctx, float* row_stats, float* probs, const int64_t* prob
   throw Error("cuda", "head dimension " + std::to_string(hd) + " is above the supported 256");
 }
 
-#define HS_INSTANTIATE(W)                                                                    \
-  template void alibi_attention<W>(W*, float*, float*, const int64_t*, const float*,       \
-                                   const float*, const float*, const float*, RowMap, int, int, \
-                                   int, int, cudaStream_t);
+#define HS_INSTANTIATE(W)                                                                          \
+  template void alibi_attention<W>(W*, float*, float*, const int64_t*, const float*, const float*, \
+                                   const float*, const float*, RowMap, int, int, int, int,         \
+                                   cudaStream_t);
 HS_INSTANTIATE(float)
 HS_INSTANTIATE(__nv_bfloat16)
 HS_INSTANTIATE(__half)

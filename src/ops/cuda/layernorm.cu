@@ -76,7 +76,7 @@ void gather_rows(float* dst, const float* src, const int32_t* rows, int n, int d
   HS_CUDA(cudaGetLastError());
 }
 
-#define HS_INSTANTIATE(W)                                                                   \
+#define HS_INSTANTIATE(W)                                                                \
   template void embed_rows<W>(float*, const W*, const int32_t*, int, int, cudaStream_t); \
   template void add_layernorm<W>(const AddLayerNorm<W>&, cudaStream_t);
 HS_INSTANTIATE(float)

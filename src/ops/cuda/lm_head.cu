@@ -33,8 +33,8 @@ __global__ void lse_kernel(const float* logits, int Vc, int v0, const int32_t* t
 
 }  // namespace
 
-void logsumexp_update(const float* logits, int N, int Vc, int v0, const int32_t* target,
-                      float* m, double* s, float* tgt, cudaStream_t stream) {
+void logsumexp_update(const float* logits, int N, int Vc, int v0, const int32_t* target, float* m,
+                      double* s, float* tgt, cudaStream_t stream) {
   if (N == 0) return;
   lse_kernel<<<N, 256, 0, stream>>>(logits, Vc, v0, target, m, s, tgt);
   HS_CUDA(cudaGetLastError());

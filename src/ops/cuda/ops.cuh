@@ -53,8 +53,8 @@ struct RowMap {
 
 // Adds the qkv bias and splits BLOOM's fused per-head [q | k | v] columns: q into q[N, H*hd],
 // k and v into the caches kc/vc laid out [B][H][cap][hd] at each row's absolute position.
-void qkv_split(float* q, float* kc, float* vc, const float* qkv, const float* bias, RowMap m,
-               int H, int hd, int cap, cudaStream_t stream);
+void qkv_split(float* q, float* kc, float* vc, const float* qkv, const float* bias, RowMap m, int H,
+               int hd, int cap, cudaStream_t stream);
 
 // Causal ALiBi attention of the new rows against their sequence's cached keys 0..pos:
 // score = q.k / sqrt(hd) + slope[h] * j, softmax, times v, into ctx[N, H*hd] (as W). Never
@@ -72,7 +72,7 @@ void alibi_attention(W* ctx, float* row_stats, float* probs, const int64_t* prob
 // Online log-sum-exp over vocabulary chunks (GPU twin of cpu::logsumexp_update): for each row of
 // logits[N, Vc] (columns v0..v0+Vc of the vocabulary) update the running max m and scaled sum s,
 // and copy the logit of target[row] into tgt when it falls in this chunk (target < 0: none).
-void logsumexp_update(const float* logits, int N, int Vc, int v0, const int32_t* target,
-                      float* m, double* s, float* tgt, cudaStream_t stream);
+void logsumexp_update(const float* logits, int N, int Vc, int v0, const int32_t* target, float* m,
+                      double* s, float* tgt, cudaStream_t stream);
 
 }  // namespace hs::cuda
