@@ -221,8 +221,8 @@ struct Workspace {
 struct Pass {
   const int32_t* ids;  // [N] on the device
   RowMap map;
-  int max_rows;                  // most new rows of one sequence
-  float* kv;                     // [L][2][B][H][cap][hd], or one layer's worth when kv_per_layer
+  int max_rows;  // most new rows of one sequence
+  float* kv;     // [L][2][B][H][cap][hd], or one layer's [2][B][H][cap][hd] when shared
   bool kv_shared_across_layers;  // full forward: one layer's K/V at a time suffices
   int cap;
   float* row_stats = nullptr;  // [L][3][H][N]
