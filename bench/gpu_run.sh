@@ -20,7 +20,7 @@ echo "test_cuda exit $?"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |^measured|Failu
 echo "== ours: bloom-1b7 shape, random bf16 weights"
 [ -f "$W/bloom-1b7/config.json" ] ||
   "$G/make_random_checkpoint" --shape bloom-1b7 --dtype bf16 --tokenizer "$TOK" -o "$W/bloom-1b7"
-"$G/bench_engine" "$W/bloom-1b7" --device cuda | tee "$OUT/ours.jsonl"
+"$G/bench_engine" "$W/bloom-1b7" --device cuda | tee "$OUT/results.jsonl"
 
 echo "== end to end: load + diagnose bloom-7b1 (checkpoint saved by transformers)"
 if [ ! -f "$W/bloom-7b1/config.json" ]; then
@@ -29,7 +29,7 @@ fi
 for run in 1 2; do
   if t=$( { TIMEFORMAT=%R; time "$G/headsurgeon" diagnose "$W/bloom-7b1" --device cuda -q \
               --json "$W/diag7b1.json" >/dev/null 2>"$OUT/e2e_err.txt"; } 2>&1); then
-    echo "{\"what\":\"e2e_7b1\",\"run\":$run,\"seconds\":$t}" | tee -a "$OUT/ours.jsonl"
+    echo "{\"what\":\"e2e_7b1\",\"run\":$run,\"seconds\":$t}" | tee -a "$OUT/results.jsonl"
   else
     echo "e2e run $run failed: $(cat "$OUT/e2e_err.txt")"
   fi
@@ -39,22 +39,23 @@ for run in 1 2; do python3 .anchor/hf_e2e_anchor.py run "$W/bloom-7b1" cuda; don
 echo "== HF anchor (bloom-1b7)"
 OUT=$OUT python3 .anchor/hf_anchor.py bloom-1b7 >"$OUT/anchor.txt" 2>&1
 grep -E "bloom-1b7" "$OUT/anchor.txt"
+python3 bench/hf_ppl_anchor.py bloom-1b7 2>"$OUT/hf_ppl_err.txt" | tee -a "$OUT/results.jsonl"
 
 echo "== table"
 python3 - "$OUT" <<'PY'
 import json, re, sys, os
 out = sys.argv[1]
-ours = [json.loads(l) for l in open(os.path.join(out, "ours.jsonl")) if l.startswith("{")]
-get = lambda w, k: next((o[k] for o in ours if o["what"] == w), None)
+results = [json.loads(l) for l in open(os.path.join(out, "results.jsonl")) if l.startswith("{")]
+get = lambda w, k: next((o[k] for o in results if o["what"] == w), None)
 try:
     hf = json.load(open(os.path.join(out, "hf_anchor.json")))["bloom-1b7"]
 except Exception:
     hf = {}
-e2e = [o["seconds"] for o in ours if o["what"] == "e2e_7b1"]
+e2e = [o["seconds"] for o in results if o["what"] == "e2e_7b1"]
 hf_total = re.findall(r"total[^0-9]*([0-9.]+)", open(os.path.join(out, "hf_e2e.txt")).read())
 rows = [("diagnose 1b7 T=60 (ms)", hf.get("diag_ms"), get("diagnose", "ms"), "lower"),
         ("greedy decode 1b7 (tok/s)", hf.get("gen_tok_s"), get("decode", "tok_s"), "higher"),
-        ("ppl 1b7 8x512 (tok/s)", None, get("ppl", "tok_s"), "higher"),
+        ("ppl 1b7 8x512 (tok/s)", get("hf_ppl", "tok_s"), get("ppl", "tok_s"), "higher"),
         ("load+diagnose 7b1 e2e (s)", float(hf_total[-1]) if hf_total else None,
          e2e[-1] if e2e else None, "lower")]
 print(f"{'work':30} {'HF':>10} {'ours':>10} {'speed-up':>9}")

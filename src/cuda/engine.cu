@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -714,6 +715,21 @@ std::unique_ptr<Engine> make_engine(const Checkpoint& ckpt, const std::vector<fl
   if (ckpt.config().head_dim() > 256)
     throw Error(ckpt.dir(), "head dimension " + std::to_string(ckpt.config().head_dim()) +
                                 " is above the 256 the CUDA attention supports");
+  // Fail before a long upload when the weights cannot fit (the activations need more on top).
+  const BloomConfig& c = ckpt.config();
+  const double need =
+      double(c.n_layer * 12 * c.hidden * c.hidden + c.vocab * c.hidden) * double(dtype_size(t));
+  size_t free_bytes = 0, total_bytes = 0;
+  HS_CUDA(cudaMemGetInfo(&free_bytes, &total_bytes));
+  if (need > 0.95 * double(free_bytes)) {
+    char msg[256];
+    std::snprintf(msg, sizeof msg,
+                  "its %s weights need %.1f GiB of GPU memory and %.1f GiB are free (try "
+                  "--gpu-dtype bf16, or --device cpu)",
+                  dtype_name(t), need / double(1ull << 30),
+                  double(free_bytes) / double(1ull << 30));
+    throw Error(ckpt.dir(), msg);
+  }
   if (t == DType::F32) return std::make_unique<CudaEngine<float>>(ckpt, slopes);
   if (t == DType::F16) return std::make_unique<CudaEngine<__half>>(ckpt, slopes);
   return std::make_unique<CudaEngine<__nv_bfloat16>>(ckpt, slopes);
