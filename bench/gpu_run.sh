@@ -17,6 +17,13 @@ echo "== GPU tests"
 "$G/test_cuda" >"$OUT/test_cuda.txt" 2>&1
 echo "test_cuda exit $?"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |^measured|Failure" "$OUT/test_cuda.txt" | head -40
 
+echo "== compute-sanitizer: out-of-bounds accesses and shared-memory races in the kernel tests"
+for tool in memcheck racecheck; do
+  compute-sanitizer --tool "$tool" --error-exitcode 9 "$G/test_cuda" --gtest_filter='Gpu.*' \
+    >"$OUT/sanitizer_$tool.txt" 2>&1
+  echo "$tool exit $? ($(grep -c "ERROR SUMMARY: 0 errors" "$OUT/sanitizer_$tool.txt") clean summaries)"
+done
+
 echo "== ours: bloom-1b7 shape, random bf16 weights"
 [ -f "$W/bloom-1b7/config.json" ] ||
   "$G/make_random_checkpoint" --shape bloom-1b7 --dtype bf16 --tokenizer "$TOK" -o "$W/bloom-1b7"
