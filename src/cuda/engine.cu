@@ -141,22 +141,15 @@ struct DeviceWeights {
     add("ln_f.bias", false, reinterpret_cast<const void**>(&lnf_b));
     layers.resize(c.n_layer);
     for (int64_t l = 0; l < c.n_layer; ++l) {
-      const std::string p = "h." + std::to_string(l) + ".";
       Layer& y = layers[l];
       auto m = [](const W** s) { return reinterpret_cast<const void**>(s); };
       auto v = [](const float** s) { return reinterpret_cast<const void**>(s); };
-      add(p + "input_layernorm.weight", false, v(&y.ln1_w));
-      add(p + "input_layernorm.bias", false, v(&y.ln1_b));
-      add(p + "self_attention.query_key_value.weight", true, m(&y.qkv_w));
-      add(p + "self_attention.query_key_value.bias", false, v(&y.qkv_b));
-      add(p + "self_attention.dense.weight", true, m(&y.dense_w));
-      add(p + "self_attention.dense.bias", false, v(&y.dense_b));
-      add(p + "post_attention_layernorm.weight", false, v(&y.ln2_w));
-      add(p + "post_attention_layernorm.bias", false, v(&y.ln2_b));
-      add(p + "mlp.dense_h_to_4h.weight", true, m(&y.fc1_w));
-      add(p + "mlp.dense_h_to_4h.bias", false, v(&y.fc1_b));
-      add(p + "mlp.dense_4h_to_h.weight", true, m(&y.fc2_w));
-      add(p + "mlp.dense_4h_to_h.bias", false, v(&y.fc2_b));
+      const void** slots[kLayerTensors] = {v(&y.ln1_w),   v(&y.ln1_b),   m(&y.qkv_w), v(&y.qkv_b),
+                                           m(&y.dense_w), v(&y.dense_b), v(&y.ln2_w), v(&y.ln2_b),
+                                           m(&y.fc1_w),   v(&y.fc1_b),   m(&y.fc2_w), v(&y.fc2_b)};
+      // The four matrices (two-dimensional) take the weight type, the rest stays fp32.
+      for (int k = 0; k < kLayerTensors; ++k)
+        add(layer_tensor_name(l, k), layer_tensor_shape(c, k).size() == 2, slots[k]);
     }
     std::vector<size_t> offset;
     size_t total = 0;

@@ -174,21 +174,9 @@ Checkpoint::Checkpoint(const std::string& spec) : dir_(resolve_model_dir(spec)) 
   need("word_embeddings.weight", {config_.vocab, d});
   need("word_embeddings_layernorm.weight", {d});
   need("word_embeddings_layernorm.bias", {d});
-  for (int64_t l = 0; l < config_.n_layer; ++l) {
-    const std::string p = "h." + std::to_string(l) + ".";
-    need(p + "input_layernorm.weight", {d});
-    need(p + "input_layernorm.bias", {d});
-    need(p + "self_attention.query_key_value.weight", {3 * d, d});
-    need(p + "self_attention.query_key_value.bias", {3 * d});
-    need(p + "self_attention.dense.weight", {d, d});
-    need(p + "self_attention.dense.bias", {d});
-    need(p + "post_attention_layernorm.weight", {d});
-    need(p + "post_attention_layernorm.bias", {d});
-    need(p + "mlp.dense_h_to_4h.weight", {4 * d, d});
-    need(p + "mlp.dense_h_to_4h.bias", {4 * d});
-    need(p + "mlp.dense_4h_to_h.weight", {d, 4 * d});
-    need(p + "mlp.dense_4h_to_h.bias", {d});
-  }
+  for (int64_t l = 0; l < config_.n_layer; ++l)
+    for (int k = 0; k < kLayerTensors; ++k)
+      need(layer_tensor_name(l, k), layer_tensor_shape(config_, k));
   need("ln_f.weight", {d});
   need("ln_f.bias", {d});
   weight_dtype_ = tensor("word_embeddings.weight").dtype;

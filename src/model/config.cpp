@@ -111,4 +111,35 @@ json BloomConfig::to_json(const json& base) const {
   return j;
 }
 
+namespace {
+// Suffix, and the shape in units of hidden (cols 0: a vector of rows * hidden).
+struct LayerTensorSpec {
+  const char* suffix;
+  int64_t rows, cols;
+};
+constexpr LayerTensorSpec kLayerSpecs[kLayerTensors] = {
+    {"input_layernorm.weight", 1, 0},
+    {"input_layernorm.bias", 1, 0},
+    {"self_attention.query_key_value.weight", 3, 1},
+    {"self_attention.query_key_value.bias", 3, 0},
+    {"self_attention.dense.weight", 1, 1},
+    {"self_attention.dense.bias", 1, 0},
+    {"post_attention_layernorm.weight", 1, 0},
+    {"post_attention_layernorm.bias", 1, 0},
+    {"mlp.dense_h_to_4h.weight", 4, 1},
+    {"mlp.dense_h_to_4h.bias", 4, 0},
+    {"mlp.dense_4h_to_h.weight", 1, 4},
+    {"mlp.dense_4h_to_h.bias", 1, 0}};
+}  // namespace
+
+std::string layer_tensor_name(int64_t layer, int k) {
+  return "h." + std::to_string(layer) + "." + kLayerSpecs[k].suffix;
+}
+
+std::vector<int64_t> layer_tensor_shape(const BloomConfig& c, int k) {
+  const LayerTensorSpec& s = kLayerSpecs[k];
+  if (s.cols == 0) return {s.rows * c.hidden};
+  return {s.rows * c.hidden, s.cols * c.hidden};
+}
+
 }  // namespace hs

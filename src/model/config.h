@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace hs {
 
@@ -24,5 +25,14 @@ struct BloomConfig {
   // The config.json we write: HF's BloomConfig keys, keeping every unknown key of `base`.
   nlohmann::json to_json(const nlohmann::json& base = nlohmann::json::object()) const;
 };
+
+// The tensors of one BLOOM block, k = 0..kLayerTensors-1 in the order of LayerWeights' fields:
+// input LayerNorm w/b, query_key_value w/b, dense w/b, post-attention LayerNorm w/b,
+// dense_h_to_4h w/b, dense_4h_to_h w/b. One list for every reader and writer of checkpoints.
+constexpr int kLayerTensors = 12;
+// Canonical name (no "transformer." prefix), e.g. "h.3.mlp.dense_h_to_4h.weight".
+std::string layer_tensor_name(int64_t layer, int k);
+// Its shape under config c: [rows, cols] for the four matrices, [n] for the rest.
+std::vector<int64_t> layer_tensor_shape(const BloomConfig& c, int k);
 
 }  // namespace hs

@@ -61,22 +61,14 @@ F32Tensor Model::load(const std::string& name, F32Tensor&& reuse) {
 
 std::shared_ptr<const LayerWeights> Model::layer(int64_t l) {
   if (resident_ && layers_[l]) return layers_[l];
-  const std::string p = "h." + std::to_string(l) + ".";
   // Streaming reuses the buffers of the last released layer: a fresh allocation per layer costs
   // page faults and zeroing that take longer than the conversion itself.
   LayerWeights* w = spare_ ? spare_.release() : new LayerWeights;
-  w->ln1_w = load(p + "input_layernorm.weight", std::move(w->ln1_w));
-  w->ln1_b = load(p + "input_layernorm.bias", std::move(w->ln1_b));
-  w->qkv_w = load(p + "self_attention.query_key_value.weight", std::move(w->qkv_w));
-  w->qkv_b = load(p + "self_attention.query_key_value.bias", std::move(w->qkv_b));
-  w->dense_w = load(p + "self_attention.dense.weight", std::move(w->dense_w));
-  w->dense_b = load(p + "self_attention.dense.bias", std::move(w->dense_b));
-  w->ln2_w = load(p + "post_attention_layernorm.weight", std::move(w->ln2_w));
-  w->ln2_b = load(p + "post_attention_layernorm.bias", std::move(w->ln2_b));
-  w->fc1_w = load(p + "mlp.dense_h_to_4h.weight", std::move(w->fc1_w));
-  w->fc1_b = load(p + "mlp.dense_h_to_4h.bias", std::move(w->fc1_b));
-  w->fc2_w = load(p + "mlp.dense_4h_to_h.weight", std::move(w->fc2_w));
-  w->fc2_b = load(p + "mlp.dense_4h_to_h.bias", std::move(w->fc2_b));
+  F32Tensor* fields[kLayerTensors] = {&w->ln1_w,   &w->ln1_b,   &w->qkv_w, &w->qkv_b,
+                                      &w->dense_w, &w->dense_b, &w->ln2_w, &w->ln2_b,
+                                      &w->fc1_w,   &w->fc1_b,   &w->fc2_w, &w->fc2_b};
+  for (int k = 0; k < kLayerTensors; ++k)
+    *fields[k] = load(layer_tensor_name(l, k), std::move(*fields[k]));
   if (resident_) return layers_[l] = std::shared_ptr<const LayerWeights>(w);
   return std::shared_ptr<const LayerWeights>(
       w, [this](const LayerWeights* done) { spare_.reset(const_cast<LayerWeights*>(done)); });

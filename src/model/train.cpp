@@ -157,20 +157,12 @@ std::vector<std::pair<std::string, std::vector<float>*>> TrainWeights::named() {
       {"word_embeddings_layernorm.weight", &emb_ln_w},
       {"word_embeddings_layernorm.bias", &emb_ln_b}};
   for (size_t l = 0; l < layers.size(); ++l) {
-    const std::string p = "h." + std::to_string(l) + ".";
     TrainLayer& L = layers[l];
-    out.insert(out.end(), {{p + "input_layernorm.weight", &L.ln1_w},
-                           {p + "input_layernorm.bias", &L.ln1_b},
-                           {p + "self_attention.query_key_value.weight", &L.qkv_w},
-                           {p + "self_attention.query_key_value.bias", &L.qkv_b},
-                           {p + "self_attention.dense.weight", &L.dense_w},
-                           {p + "self_attention.dense.bias", &L.dense_b},
-                           {p + "post_attention_layernorm.weight", &L.ln2_w},
-                           {p + "post_attention_layernorm.bias", &L.ln2_b},
-                           {p + "mlp.dense_h_to_4h.weight", &L.fc1_w},
-                           {p + "mlp.dense_h_to_4h.bias", &L.fc1_b},
-                           {p + "mlp.dense_4h_to_h.weight", &L.fc2_w},
-                           {p + "mlp.dense_4h_to_h.bias", &L.fc2_b}});
+    std::vector<float>* fields[kLayerTensors] = {&L.ln1_w,   &L.ln1_b,   &L.qkv_w, &L.qkv_b,
+                                                 &L.dense_w, &L.dense_b, &L.ln2_w, &L.ln2_b,
+                                                 &L.fc1_w,   &L.fc1_b,   &L.fc2_w, &L.fc2_b};
+    for (int k = 0; k < kLayerTensors; ++k)
+      out.push_back({layer_tensor_name(int64_t(l), k), fields[k]});
   }
   out.push_back({"ln_f.weight", &lnf_w});
   out.push_back({"ln_f.bias", &lnf_b});
