@@ -83,6 +83,11 @@ TEST_F(Cli, UsageErrorsExit2) {
 TEST_F(Cli, DeviceChoice) {
   EXPECT_EQ(run("diagnose " + kTiny8 + " --device tpu").code, 2);
   EXPECT_EQ(run("ppl " + kTiny8 + " --heldout --gpu-dtype f64").code, 2);
+  // A bad default from the environment is named as such (one line, exit 1), and --device wins.
+  setenv("HEADSURGEON_DEVICE", "tpu", 1);
+  expect_error(run("diagnose " + kTiny8 + " -q"), {"HEADSURGEON_DEVICE", "'tpu'"});
+  EXPECT_EQ(run("diagnose " + kTiny8 + " -q --device cpu").code, 0);
+  unsetenv("HEADSURGEON_DEVICE");
   const fs::path cpu = dir_ / "cpu.json", gpu = dir_ / "gpu.json";
   ASSERT_EQ(run("diagnose " + kTiny8 + " -q --device cpu --json " + cpu.string()).code, 0);
   const Result r = run("diagnose " + kTiny8 + " -q --device cuda --json " + gpu.string());

@@ -66,7 +66,7 @@ DeviceBuffer upload(const std::vector<T>& h) {
   return d;
 }
 
-// Device buffer of n elements filled with NaN (all bits set).
+// Device buffer of `bytes` filled with NaN (all bits set).
 DeviceBuffer poisoned(size_t bytes) {
   DeviceBuffer d(std::max<size_t>(bytes, 1));
   cuda::check(cudaMemset(d.as<void>(), 0xff, bytes), "poison");

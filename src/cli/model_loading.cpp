@@ -11,12 +11,16 @@ namespace hs::cli {
 
 void add_device_options(CLI::App* sub, DeviceArgs& a) {
   // The default may come from the environment (the test suite pins the CPU reference this way).
-  if (const char* env = std::getenv("HEADSURGEON_DEVICE")) a.device = env;
+  if (const char* env = std::getenv("HEADSURGEON_DEVICE")) {
+    a.device = env;
+    a.device_from = "HEADSURGEON_DEVICE";
+  }
   sub->add_option("--device", a.device,
                   "where to run: auto (CUDA when a usable GPU is present), cpu or cuda; the "
                   "default is $HEADSURGEON_DEVICE when set")
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->each([&a](const std::string&) { a.device_from = "--device"; });
   sub->add_option("--gpu-dtype", a.gpu_dtype,
                   "weight type on the GPU: auto (the checkpoint's half type, bf16 for fp32 "
                   "checkpoints), bf16, f16 or f32 (fp32 products, for checking)")
@@ -27,7 +31,7 @@ void add_device_options(CLI::App* sub, DeviceArgs& a) {
 LoadedModel load_model(const std::string& spec, bool need_tokenizer, bool stream,
                        const DeviceArgs& dev) {
   const auto t0 = std::chrono::steady_clock::now();
-  const DeviceKind kind = resolve_device(dev.device);
+  const DeviceKind kind = resolve_device(dev.device, dev.device_from);
   LoadedModel m;
   ModelOptions opts;
   if (stream || kind == DeviceKind::cuda) opts.cache_bytes = 0;

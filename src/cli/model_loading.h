@@ -15,6 +15,7 @@ namespace hs::cli {
 // Where the model runs (--device) and its weight type on a GPU (--gpu-dtype).
 struct DeviceArgs {
   std::string device = "auto", gpu_dtype = "auto";
+  std::string device_from = "--device";  // or HEADSURGEON_DEVICE, for error messages
 };
 void add_device_options(CLI::App* sub, DeviceArgs& a);
 
@@ -29,7 +30,7 @@ struct LoadedModel {
 // e.g. a diagnosis); false: keep converted weights when they fit (several passes, e.g. ppl).
 // On a GPU the CPU side never converts: the weights go to the device once.
 LoadedModel load_model(const std::string& spec, bool need_tokenizer, bool stream = false,
-                       const DeviceArgs& dev = {"cpu", "auto"});
+                       const DeviceArgs& dev = {"cpu", "auto", "--device"});
 
 // Sequences to score, each with the name of where it came from (FILE, FILE:LINE, heldout:N).
 struct ScoredTexts {

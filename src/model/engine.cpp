@@ -21,15 +21,15 @@ std::string cuda_unusable_reason() {
 #endif
 }
 
-DeviceKind resolve_device(const std::string& spec) {
+DeviceKind resolve_device(const std::string& spec, const std::string& where) {
   if (spec == "cpu") return DeviceKind::cpu;
   if (spec == "auto") return cuda_unusable_reason().empty() ? DeviceKind::cuda : DeviceKind::cpu;
   if (spec == "cuda") {
     const std::string why = cuda_unusable_reason();
-    if (!why.empty()) throw Error("--device cuda", why);
+    if (!why.empty()) throw Error(where + " cuda", why);
     return DeviceKind::cuda;
   }
-  throw Error("--device", "'" + spec + "' is not one of auto, cpu, cuda");
+  throw Error(where, "'" + spec + "' is not one of auto, cpu, cuda");
 }
 
 std::unique_ptr<Engine> make_engine(Model& model, DeviceKind device, const std::string& gpu_dtype) {

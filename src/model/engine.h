@@ -86,9 +86,9 @@ class CpuEngine : public Engine {
 };
 
 // Where to run: "auto" (CUDA when this build has it and a usable GPU is present), "cpu" or
-// "cuda" (an error naming why when it cannot run).
+// "cuda" (an error naming why when it cannot run). Errors name `where` the choice came from.
 enum class DeviceKind { cpu, cuda };
-DeviceKind resolve_device(const std::string& spec);
+DeviceKind resolve_device(const std::string& spec, const std::string& where = "--device");
 // Why CUDA cannot run here ("" when it can): not built in, no device, too old a GPU.
 std::string cuda_unusable_reason();
 
