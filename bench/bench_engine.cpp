@@ -8,8 +8,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "backend/backend.h"
 #include "eval/generate.h"
-#include "model/engine.h"
 
 namespace {
 

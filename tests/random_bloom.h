@@ -67,9 +67,7 @@ inline std::string write_random_bloom(const std::string& prefix, int64_t d, int6
     tw.push_back({name, DType::F32, shape, bufs.back().data(), size_t(n) * 4});
   }
   write_safetensors((dir / "model.safetensors").string(), tw);
-  BloomConfig c;
-  c.hidden = d, c.n_head = H, c.n_layer = L, c.vocab = V, c.post_ln = post_ln;
-  std::ofstream(dir / "config.json") << c.to_json().dump(2);
+  std::ofstream(dir / "config.json") << bloom_config(d, H, L, V, post_ln).to_json().dump(2);
   return dir.string();
 }
 

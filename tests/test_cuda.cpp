@@ -12,12 +12,12 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "backend/backend.h"
 #include "cuda/gemm.h"
 #include "cuda/runtime.h"
 #include "diagnose/run.h"
 #include "eval/generate.h"
 #include "golden_data.h"
-#include "model/engine.h"
 #include "ops/cpu/ops.h"
 #include "ops/cuda/ops.cuh"
 #include "random_bloom.h"

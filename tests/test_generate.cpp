@@ -9,11 +9,11 @@
 #include <fstream>
 #include <random>
 
-#include "eval/decoder.h"
+#include "engine/cpu/decoder.h"
+#include "engine/cpu/forward.h"
 #include "eval/generate.h"
 #include "golden_data.h"
 #include "io/safetensors.h"
-#include "model/forward.h"
 #include "random_bloom.h"
 #include "test_util.h"
 

@@ -9,9 +9,9 @@
 #include <nlohmann/json.hpp>
 
 #include "diagnose/run.h"
+#include "engine/cpu/forward.h"
 #include "golden_data.h"
 #include "io/safetensors.h"
-#include "model/forward.h"
 #include "test_util.h"
 
 namespace hs {

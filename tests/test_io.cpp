@@ -21,9 +21,9 @@
 #include <tuple>
 #include <vector>
 
-#include "io/checkpoint.h"
 #include "io/dtype.h"
 #include "io/safetensors.h"
+#include "model/checkpoint.h"
 #include "model/config.h"
 #include "util/error.h"
 
@@ -1122,27 +1122,27 @@ TEST_F(CheckpointTest, DirectoryErrors) {
 // ---------------------------------------------------------------------------------------------
 // config
 
-BloomConfig parse(const std::string& text) {
-  return BloomConfig::from_json(json::parse(text), "cfg.json");
+ModelConfig parse(const std::string& text) {
+  return ModelConfig::from_json(json::parse(text), "cfg.json");
 }
 
 TEST(Config, CanonicalKeysAndAliases) {
-  const BloomConfig a = parse(
+  const ModelConfig a = parse(
       R"({"model_type": "bloom", "hidden_size": 64, "n_head": 8, "n_layer": 3, "vocab_size": 100})");
   EXPECT_EQ(a.hidden, 64);
   EXPECT_EQ(a.n_head, 8);
   EXPECT_EQ(a.n_layer, 3);
   EXPECT_EQ(a.vocab, 100);
-  const BloomConfig b = parse(
+  const ModelConfig b = parse(
       R"({"n_embed": 96, "num_attention_heads": 12, "num_hidden_layers": 5, "vocab_size": 7})");
   EXPECT_EQ(b.hidden, 96);
   EXPECT_EQ(b.n_head, 12);
   EXPECT_EQ(b.n_layer, 5);
   EXPECT_EQ(b.vocab, 7);
   EXPECT_EQ(b.head_dim(), 8);
-  EXPECT_EQ(b.ffn(), 384);
+  EXPECT_EQ(b.ffn, 384);
   // Both spellings present and agreeing is fine; null counts as absent.
-  const BloomConfig c =
+  const ModelConfig c =
       parse(R"({"hidden_size": 64, "n_embed": 64, "n_head": null, "num_attention_heads": 4,)"
             R"( "n_layer": 1, "vocab_size": 10})");
   EXPECT_EQ(c.n_head, 4);
@@ -1152,7 +1152,7 @@ TEST(Config, CanonicalKeysAndAliases) {
 }
 
 TEST(Config, Defaults) {
-  const BloomConfig c =
+  const ModelConfig c =
       parse(R"({"hidden_size": 64, "n_head": 8, "n_layer": 3, "vocab_size": 100})");
   EXPECT_EQ(c.ln_eps, 1e-5);
   EXPECT_FALSE(c.post_ln);
@@ -1160,7 +1160,7 @@ TEST(Config, Defaults) {
   EXPECT_EQ(c.eos_id, 2);
   EXPECT_EQ(c.pad_id, 3);
   EXPECT_EQ(c.unk_id, 0);
-  const BloomConfig d = parse(
+  const ModelConfig d = parse(
       R"({"hidden_size": 64, "n_head": 8, "n_layer": 3, "vocab_size": 100, "layer_norm_epsilon": 1e-6,)"
       R"( "apply_residual_connection_post_layernorm": true, "bos_token_id": 5, "eos_token_id": 6,)"
       R"( "pad_token_id": 7, "unk_token_id": 8})");
@@ -1231,7 +1231,7 @@ TEST(Config, ToJsonRoundTripKeepsUnknownKeys) {
       R"( "vocab_size": 100, "layer_norm_epsilon": 1e-6, "bos_token_id": 9,)"
       R"( "apply_residual_connection_post_layernorm": true, "custom_key": {"x": [1, 2]},)"
       R"( "torch_dtype": "bfloat16", "tie_word_embeddings": false})");
-  const BloomConfig c = BloomConfig::from_json(base, "base.json");
+  const ModelConfig c = ModelConfig::from_json(base, "base.json");
   const json j = c.to_json(base);
   EXPECT_EQ(j.at("custom_key"), base.at("custom_key"));
   EXPECT_EQ(j.at("torch_dtype"), "bfloat16");
@@ -1243,7 +1243,7 @@ TEST(Config, ToJsonRoundTripKeepsUnknownKeys) {
   EXPECT_FALSE(j.contains("n_embed"));
   EXPECT_FALSE(j.contains("num_attention_heads"));
   EXPECT_FALSE(j.contains("num_hidden_layers"));
-  const BloomConfig r = BloomConfig::from_json(j, "out.json");
+  const ModelConfig r = ModelConfig::from_json(j, "out.json");
   EXPECT_EQ(r.hidden, c.hidden);
   EXPECT_EQ(r.n_head, c.n_head);
   EXPECT_EQ(r.n_layer, c.n_layer);
@@ -1255,20 +1255,20 @@ TEST(Config, ToJsonRoundTripKeepsUnknownKeys) {
   EXPECT_EQ(r.pad_id, c.pad_id);
   EXPECT_EQ(r.unk_id, c.unk_id);
   // Changed fields win over the base; a stale alias does not survive.
-  BloomConfig m = c;
+  ModelConfig m = c;
   m.n_layer = 2;
   m.n_head = 4;
   const json k = m.to_json(base);
-  EXPECT_EQ(BloomConfig::from_json(k, "k.json").n_layer, 2);
-  EXPECT_EQ(BloomConfig::from_json(k, "k.json").n_head, 4);
+  EXPECT_EQ(ModelConfig::from_json(k, "k.json").n_layer, 2);
+  EXPECT_EQ(ModelConfig::from_json(k, "k.json").n_head, 4);
   // Without a base: a complete config with tied embeddings.
   const json fresh = c.to_json();
   EXPECT_EQ(fresh.at("tie_word_embeddings"), true);
   EXPECT_EQ(fresh.at("architectures"), json({"BloomForCausalLM"}));
-  EXPECT_EQ(BloomConfig::from_json(fresh, "f.json").hidden, 64);
+  EXPECT_EQ(ModelConfig::from_json(fresh, "f.json").hidden, 64);
   // The real config round-trips too.
   const json tiny = json::parse(read_file(kTiny8 + "/config.json"));
-  const json back = BloomConfig::from_json(tiny, "tiny").to_json(tiny);
+  const json back = ModelConfig::from_json(tiny, "tiny").to_json(tiny);
   for (const auto& [key, value] : tiny.items()) EXPECT_EQ(back.at(key), value) << key;
 }
 

@@ -1,4 +1,4 @@
-// The tile-by-tile softmax recurrence of the CUDA attention kernel (ops/cuda/online_softmax.h),
+// The tile-by-tile softmax recurrence of the CUDA attention kernel (ops/online_softmax.h),
 // run here on the CPU exactly as the kernel runs it (tiles of 32 keys, a running maximum that
 // rises), against the plain two-pass definition in double. This is the part of the GPU
 // attention that CI, which has no GPU, can still check.
@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "ops/cuda/online_softmax.h"
+#include "ops/online_softmax.h"
 
 namespace hs {
 namespace {

@@ -9,9 +9,9 @@
 #include <functional>
 #include <random>
 
+#include "engine/cpu/forward.h"
 #include "io/safetensors.h"
 #include "model/alibi.h"
-#include "model/forward.h"
 #include "ops/cpu/ops.h"
 #include "random_bloom.h"
 
@@ -144,41 +144,59 @@ TEST(FiniteDifferences, LinearFullAndSlices) {
 }
 
 TEST(FiniteDifferences, Gelu) {
-  auto x = randn(50, 1, 2.0), r = randn(50, 2);
-  std::vector<double> out(50), dx(50);
-  auto loss = [&] {
-    cpu::gelu_forward<double>(out.data(), x.data(), 50);
-    return dot(out, r);
-  };
-  cpu::gelu_backward<double>(dx.data(), r.data(), x.data(), 50);
-  expect_gradient(x, dx, loss, "gelu");
+  for (Gelu kind : {Gelu::tanh, Gelu::erf}) {
+    auto x = randn(50, 1, 2.0), r = randn(50, 2);
+    std::vector<double> out(50), dx(50);
+    auto loss = [&] {
+      cpu::gelu_forward<double>(out.data(), x.data(), 50, kind);
+      return dot(out, r);
+    };
+    cpu::gelu_backward<double>(dx.data(), r.data(), x.data(), 50, kind);
+    expect_gradient(x, dx, loss, kind == Gelu::tanh ? "gelu tanh" : "gelu erf");
+  }
+  // The two forms: the tanh approximation is within 1e-3 of the exact one, and both are exact
+  // at known points (erf form: x * Phi(x)).
+  EXPECT_NEAR(gelu(1.0, Gelu::erf), 0.8413447460685429, 1e-15);
+  EXPECT_NEAR(gelu(-2.0, Gelu::erf), -2 * 0.022750131948179195, 1e-15);
+  for (double x = -5; x <= 5; x += 0.25) EXPECT_NEAR(gelu(x, Gelu::tanh), gelu(x, Gelu::erf), 1e-3);
 }
 
-TEST(FiniteDifferences, AlibiAttentionWithHeadMask) {
+// Every family's score convention (ops/alibi.h): BLOOM's, MPT's softmax_scale, Falcon's bias
+// before the scale in bfloat16.
+class AlibiConventions : public ::testing::TestWithParam<AlibiParams> {};
+
+TEST_P(AlibiConventions, AttentionWithHeadMask) {
+  const AlibiParams a = GetParam();
   const int64_t T = 6, H = 3, hd = 4;
   auto qkv = randn(T * 3 * H * hd, 1), r = randn(T * H * hd, 2);
   const auto slopes = alibi_slopes(H);
   std::vector<double> ctx(T * H * hd);
   auto loss = [&] {
-    cpu::alibi_attention_forward<double>(ctx.data(), nullptr, nullptr, qkv.data(), slopes.data(), T,
-                                         H, hd);
+    cpu::alibi_attention_forward<double>(ctx.data(), H * hd, nullptr, nullptr,
+                                         cpu::fused_qkv(qkv.data(), T, H, hd), slopes.data(), a, H,
+                                         hd);
     return dot(ctx, r);
   };
   std::vector<double> dqkv(qkv.size(), 0);
-  cpu::alibi_attention_backward<double>(dqkv.data(), r.data(), qkv.data(), slopes.data(), nullptr,
-                                        T, H, hd);
+  cpu::alibi_attention_backward<double>(dqkv.data(), r.data(), qkv.data(), slopes.data(), a,
+                                        nullptr, T, H, hd);
   expect_gradient(qkv, dqkv, loss, "attention dqkv");
   // With a mask only head 1's columns are computed, and they equal the full result.
   const uint8_t mask[3] = {0, 1, 0};
   std::vector<double> masked(qkv.size(), 0);
-  cpu::alibi_attention_backward<double>(masked.data(), r.data(), qkv.data(), slopes.data(), mask, T,
-                                        H, hd);
+  cpu::alibi_attention_backward<double>(masked.data(), r.data(), qkv.data(), slopes.data(), a, mask,
+                                        T, H, hd);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t c = 0; c < 3 * H * hd; ++c) {
       const bool in_head1 = c >= 3 * hd && c < 6 * hd;
       EXPECT_EQ(masked[t * 3 * H * hd + c], in_head1 ? dqkv[t * 3 * H * hd + c] : 0.0);
     }
 }
+
+INSTANTIATE_TEST_SUITE_P(Families, AlibiConventions,
+                         ::testing::Values(AlibiParams{}, AlibiParams{0.3, false, false},
+                                           AlibiParams{0, true, true},
+                                           AlibiParams{0, true, false}));
 
 // The induced-collapse term of the demo recipe: -log p[t, 0] summed over rows t >= 1 of the
 // masked heads, against a direct float64 evaluation of the probabilities.
@@ -190,8 +208,9 @@ TEST(FiniteDifferences, AttentionSinkTerm) {
   const double weight = 0.7;
   auto loss = [&] {
     std::vector<double> probs(H * T * T), ctx(T * H * hd);
-    cpu::alibi_attention_forward<double>(ctx.data(), probs.data(), nullptr, qkv.data(),
-                                         slopes.data(), T, H, hd);
+    cpu::alibi_attention_forward<double>(ctx.data(), H * hd, probs.data(), nullptr,
+                                         cpu::fused_qkv(qkv.data(), T, H, hd), slopes.data(),
+                                         AlibiParams{}, H, hd);
     double l = 0;
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t = 1; t < T; ++t)
@@ -200,7 +219,7 @@ TEST(FiniteDifferences, AttentionSinkTerm) {
   };
   std::vector<double> dqkv(qkv.size(), 0);
   const double got = cpu::alibi_sink_loss_backward<double>(dqkv.data(), qkv.data(), slopes.data(),
-                                                           mask, weight, T, H, hd);
+                                                           AlibiParams{}, mask, weight, T, H, hd);
   EXPECT_NEAR(got, loss(), 1e-12 * std::abs(loss()));
   expect_gradient(qkv, dqkv, loss, "sink term dqkv");
   // Unmasked heads get nothing.
@@ -372,9 +391,7 @@ RefModel write_random(const fs::path& dir, int64_t d, int64_t H, int64_t L, int6
     tw.push_back({name, dt, shape, bufs.back().data(), bufs.back().size()});
   }
   write_safetensors((dir / "model.safetensors").string(), tw);
-  BloomConfig c;
-  c.hidden = d, c.n_head = H, c.n_layer = L, c.vocab = V, c.post_ln = post_ln;
-  std::ofstream(dir / "config.json") << c.to_json().dump(2);
+  std::ofstream(dir / "config.json") << bloom_config(d, H, L, V, post_ln).to_json().dump(2);
   return m;
 }
 

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "diagnose/run.h"
-#include "model/model.h"
+#include "engine/cpu/weights.h"
 #include "pretrain/pretrain.h"
 #include "test_util.h"
 #include "text/bpe_trainer.h"

@@ -1,6 +1,6 @@
-// Writes a BLOOM checkpoint with the exact shape of a real model and random weights, for
-// benchmarks (no hub access here). Tensors are generated, converted and written a chunk at a
-// time, so memory stays small even for bloom-7b1 (14 GB in bf16).
+// Writes a checkpoint of a supported family with the exact shape of a real model and random
+// weights, for benchmarks (no hub access here). Tensors are generated, converted and written a
+// chunk at a time, so memory stays small even for bloom-7b1 (14 GB in bf16).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -14,7 +14,7 @@
 #include <set>
 
 #include "io/safetensors.h"
-#include "model/config.h"
+#include "model/roles.h"
 #include "util/error.h"
 
 namespace {
@@ -22,11 +22,45 @@ namespace {
 namespace fs = std::filesystem;
 
 struct Shape {
-  int64_t d, L, H;
+  const char* family;
+  int64_t d, L, H, V;
 };
-const std::map<std::string, Shape> kShapes = {
-    {"bloom-560m", {1024, 24, 16}}, {"bloom-1b1", {1536, 24, 16}}, {"bloom-1b7", {2048, 24, 16}},
-    {"bloom-3b", {2560, 30, 32}},   {"bloom-7b1", {4096, 30, 32}}, {"bloom", {14336, 70, 112}}};
+const std::map<std::string, Shape> kShapes = {{"bloom-560m", {"bloom", 1024, 24, 16, 250880}},
+                                              {"bloom-1b1", {"bloom", 1536, 24, 16, 250880}},
+                                              {"bloom-1b7", {"bloom", 2048, 24, 16, 250880}},
+                                              {"bloom-3b", {"bloom", 2560, 30, 32, 250880}},
+                                              {"bloom-7b1", {"bloom", 4096, 30, 32, 250880}},
+                                              {"bloom", {"bloom", 14336, 70, 112, 250880}},
+                                              {"mpt-7b", {"mpt", 4096, 32, 32, 50432}},
+                                              {"mpt-30b", {"mpt", 7168, 48, 64, 50432}},
+                                              {"falcon-rw-1b", {"falcon", 2048, 24, 32, 50304}},
+                                              {"falcon-rw-7b", {"falcon", 4096, 36, 64, 65024}}};
+
+// The config.json of a family with these sizes (the real models' other settings).
+nlohmann::json family_config(const std::string& family, int64_t d, int64_t L, int64_t H,
+                             int64_t V) {
+  if (family == "mpt")
+    return {{"model_type", "mpt"}, {"d_model", d},
+            {"n_heads", H},        {"n_layers", L},
+            {"vocab_size", V},     {"expansion_ratio", 4},
+            {"no_bias", true},     {"attn_config", {{"alibi", true}, {"alibi_bias_max", 8}}}};
+  if (family == "falcon")
+    return {{"model_type", "falcon"},
+            {"hidden_size", d},
+            {"num_attention_heads", H},
+            {"num_hidden_layers", L},
+            {"vocab_size", V},
+            {"alibi", true},
+            {"bias", true},
+            {"multi_query", false},
+            {"parallel_attn", false},
+            {"new_decoder_architecture", false}};
+  return {{"model_type", "bloom"},
+          {"hidden_size", d},
+          {"n_head", H},
+          {"n_layer", L},
+          {"vocab_size", V}};
+}
 
 const std::map<std::string, std::pair<hs::DType, const char*>> kDtypes = {
     {"bf16", {hs::DType::BF16, "bfloat16"}},
@@ -78,28 +112,29 @@ struct Tensor {
   }
 };
 
-std::vector<Tensor> bloom_tensors(const hs::BloomConfig& c) {
-  const int64_t d = c.hidden;
-  std::vector<Tensor> ts = {{"word_embeddings.weight", {c.vocab, d}, 0.02f, 0},
-                            {"word_embeddings_layernorm.weight", {d}, 0, 1},
-                            {"word_embeddings_layernorm.bias", {d}, 0, 0}};
-  for (int64_t l = 0; l < c.n_layer; ++l) {
-    const std::string p = "h." + std::to_string(l) + ".";
-    ts.push_back({p + "input_layernorm.weight", {d}, 0, 1});
-    ts.push_back({p + "input_layernorm.bias", {d}, 0, 0});
-    ts.push_back({p + "self_attention.query_key_value.weight", {3 * d, d}, 0.02f, 0});
-    ts.push_back({p + "self_attention.query_key_value.bias", {3 * d}, 0, 0});
-    ts.push_back({p + "self_attention.dense.weight", {d, d}, 0.02f, 0});
-    ts.push_back({p + "self_attention.dense.bias", {d}, 0, 0});
-    ts.push_back({p + "post_attention_layernorm.weight", {d}, 0, 1});
-    ts.push_back({p + "post_attention_layernorm.bias", {d}, 0, 0});
-    ts.push_back({p + "mlp.dense_h_to_4h.weight", {4 * d, d}, 0.02f, 0});
-    ts.push_back({p + "mlp.dense_h_to_4h.bias", {4 * d}, 0, 0});
-    ts.push_back({p + "mlp.dense_4h_to_h.weight", {d, 4 * d}, 0.02f, 0});
-    ts.push_back({p + "mlp.dense_4h_to_h.bias", {d}, 0, 0});
-  }
-  ts.push_back({"ln_f.weight", {d}, 0, 1});
-  ts.push_back({"ln_f.bias", {d}, 0, 0});
+// Every tensor of the config in checkpoint order: matrices N(0, 0.02), norm weights 1, biases 0.
+std::vector<Tensor> model_tensors(const hs::ModelConfig& c) {
+  using hs::LayerRole, hs::ModelRole;
+  std::vector<Tensor> ts;
+  auto value = [](const char* role) { return std::string(role).ends_with("norm") ? 1.0f : 0.0f; };
+  auto add_model = [&](ModelRole r) {
+    if (hs::role_present(c, r))
+      ts.push_back({hs::tensor_name(c, r), hs::role_shape(c, r),
+                    hs::role_is_matrix(r) ? 0.02f : 0.0f, value(hs::role_name(r))});
+  };
+  add_model(ModelRole::tok_emb);
+  add_model(ModelRole::emb_norm);
+  add_model(ModelRole::emb_norm_b);
+  for (int64_t l = 0; l < c.n_layer; ++l)
+    for (int k = 0; k < hs::kLayerRoles; ++k) {
+      const auto r = LayerRole(k);
+      if (hs::role_present(c, r))
+        ts.push_back({hs::tensor_name(c, r, l), hs::role_shape(c, r),
+                      hs::role_is_matrix(r) ? 0.02f : 0.0f, value(hs::role_name(r))});
+    }
+  add_model(ModelRole::out_norm);
+  add_model(ModelRole::out_norm_b);
+  add_model(ModelRole::lm_head);
   return ts;
 }
 
@@ -137,19 +172,22 @@ void remove_stale_weights(const fs::path& dir, const std::set<std::string>& keep
 }
 
 int run(int argc, char** argv) {
-  CLI::App app{"Write a random BLOOM checkpoint with a real model's shape (for benchmarks)."};
-  std::string shape, dtype = "bf16", out, tokenizer;
+  CLI::App app{"Write a random checkpoint with a real model's shape (for benchmarks)."};
+  std::string shape, family = "bloom", dtype = "bf16", out, tokenizer;
   int64_t hidden = 0, layers = 0, heads = 0, vocab = 250880, shard_mb = 0;
   uint64_t seed = 0;
   std::vector<std::string> shape_names = {"custom"};
   for (const auto& [name, s] : kShapes) shape_names.push_back(name);
-  app.add_option("--shape", shape, "bloom-560m|bloom-1b1|bloom-1b7|bloom-3b|bloom-7b1|bloom|custom")
+  app.add_option("--shape", shape, "a real model's shape, or custom")
       ->required()
       ->check(CLI::IsMember(shape_names));
+  app.add_option("--family", family, "custom shape: bloom|mpt|falcon")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"bloom", "mpt", "falcon"}));
   app.add_option("--hidden", hidden, "custom shape: hidden size");
   app.add_option("--layers", layers, "custom shape: number of layers");
   app.add_option("--heads", heads, "custom shape: number of attention heads");
-  app.add_option("--vocab", vocab, "vocabulary rows")->capture_default_str();
+  app.add_option("--vocab", vocab, "custom shape: vocabulary rows")->capture_default_str();
   app.add_option("--dtype", dtype, "bf16|f16|f32")
       ->capture_default_str()
       ->check(CLI::IsMember({"bf16", "f16", "f32"}));
@@ -162,23 +200,24 @@ int run(int argc, char** argv) {
   app.add_option("-o,--out", out, "output directory")->required();
   CLI11_PARSE(app, argc, argv);
 
-  hs::BloomConfig c;
+  nlohmann::json cfg_json;
   if (shape == "custom") {
-    c.hidden = hidden, c.n_layer = layers, c.n_head = heads;
+    cfg_json = family_config(family, hidden, layers, heads, vocab);
   } else {
-    if (app.count("--hidden") || app.count("--layers") || app.count("--heads"))
-      throw hs::Error("--shape " + shape, "--hidden, --layers and --heads need --shape custom");
+    if (app.count("--hidden") || app.count("--layers") || app.count("--heads") ||
+        app.count("--family"))
+      throw hs::Error("--shape " + shape,
+                      "--hidden, --layers, --heads and --family need --shape custom");
     const Shape& s = kShapes.at(shape);
-    c.hidden = s.d, c.n_layer = s.L, c.n_head = s.H;
+    cfg_json = family_config(s.family, s.d, s.L, s.H, app.count("--vocab") ? vocab : s.V);
   }
-  c.vocab = vocab;
-  hs::BloomConfig::from_json(c.to_json(), "--shape " + shape);  // validates custom sizes
+  const hs::ModelConfig c = hs::ModelConfig::from_json(cfg_json, "--shape " + shape);
   const auto [dt, torch_name] = kDtypes.at(dtype);
   const auto esize = int64_t(hs::dtype_size(dt));
 
   // Shards of at most shard_mb, filled in model order as transformers does; a tensor larger
   // than that gets a shard of its own.
-  const std::vector<Tensor> ts = bloom_tensors(c);
+  const std::vector<Tensor> ts = model_tensors(c);
   std::vector<std::vector<size_t>> shards(1);
   int64_t cur = 0, total = 0, largest = 0;
   for (size_t i = 0; i < ts.size(); ++i) {
@@ -208,8 +247,10 @@ int run(int argc, char** argv) {
     files.insert(file);
     std::vector<hs::SafetensorsWriter::Entry> entries;
     for (size_t i : shards[s]) {
-      entries.push_back({"transformer." + ts[i].name, dt, ts[i].shape});
-      weight_map["transformer." + ts[i].name] = file;
+      const std::string name =
+          ts[i].name == "lm_head.weight" ? ts[i].name : hs::kBasePrefix + ts[i].name;
+      entries.push_back({name, dt, ts[i].shape});
+      weight_map[name] = file;
     }
     hs::SafetensorsWriter w((dir / file).string(), entries);
     for (size_t i : shards[s]) {
@@ -239,7 +280,7 @@ int run(int argc, char** argv) {
   }
   if (!tokenizer.empty())
     fs::copy_file(tokenizer, dir / "tokenizer.json", fs::copy_options::overwrite_existing);
-  nlohmann::json cfg = c.to_json();
+  nlohmann::json cfg = c.to_json(cfg_json);
   cfg["torch_dtype"] = cfg["dtype"] = torch_name;  // older and newer transformers' key
   write_text(dir / "config.json", cfg.dump(2) + "\n");
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

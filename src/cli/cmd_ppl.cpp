@@ -54,7 +54,7 @@ void run_ppl(const PplArgs& a) {
   check_output_path(a.json);
   const bool need_tok = !a.texts.empty() || a.heldout;
   LoadedModel m = load_model(a.model, need_tok, false, a.dev);
-  const BloomConfig& c = m.model->config();
+  const ModelConfig& c = m.model->config();
 
   ScoredTexts texts;
   add_texts(texts, m, a.texts, false, a.bos);

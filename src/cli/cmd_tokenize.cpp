@@ -2,7 +2,7 @@
 #include <iostream>
 
 #include "cli/common.h"
-#include "io/checkpoint.h"
+#include "model/checkpoint.h"
 #include "text/tokenizer.h"
 #include "util/error.h"
 

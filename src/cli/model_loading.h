@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "model/engine.h"
-#include "model/model.h"
+#include "backend/backend.h"
+#include "engine/cpu/weights.h"
 #include "text/tokenizer.h"
 
 namespace hs::cli {

@@ -5,8 +5,8 @@
 #include <filesystem>
 
 #include "diagnose/run.h"
+#include "engine/cpu/weights.h"
 #include "eval/perplexity.h"
-#include "model/model.h"
 #include "surgery/plan.h"
 #include "surgery/repair.h"
 #include "text/tokenizer.h"

@@ -2,15 +2,15 @@
 
 #include <cmath>
 
+#include "engine/cpu/forward.h"
 #include "eval/heldout.h"
-#include "model/forward.h"
 #include "util/error.h"
 
 namespace hs {
 
 Diagnosis diagnose(Engine& model, const Tokenizer& tok, const DiagnoseOptions& opts,
                    const std::string& model_name) {
-  const BloomConfig& c = model.config();
+  const ModelConfig& c = model.config();
   Diagnosis d;
   d.model = model_name;
   d.layers = int(c.n_layer);

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "diagnose/diagnosis.h"
-#include "model/engine.h"
+#include "engine/cpu/forward.h"
 #include "text/tokenizer.h"
 
 namespace hs {

@@ -5,12 +5,12 @@
 namespace hs {
 
 std::vector<LayerDormancy> mlp_dormancy(WeightSource& w, double threshold) {
-  const int64_t d = w.config().hidden, F = w.config().ffn();
+  const int64_t d = w.config().hidden, F = w.config().ffn;
   std::vector<LayerDormancy> out;
   for (int64_t l = 0; l < w.config().n_layer; ++l) {
     const auto lw = w.layer(l);
-    const float* up = lw->fc1_w.data;    // [F, d]
-    const float* down = lw->fc2_w.data;  // [d, F]
+    const float* up = (*lw)[LayerRole::ffn_up];      // [F, d]
+    const float* down = (*lw)[LayerRole::ffn_down];  // [d, F]
     std::vector<double> down_sq(F, 0.0);
     for (int64_t o = 0; o < d; ++o)
       for (int64_t i = 0; i < F; ++i) down_sq[i] += double(down[o * F + i]) * down[o * F + i];

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "model/model.h"
+#include "engine/cpu/weights.h"
 
 namespace hs {
 

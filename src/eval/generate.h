@@ -6,8 +6,8 @@
 #include <span>
 #include <vector>
 
+#include "engine/cpu/forward.h"
 #include "eval/sampling.h"
-#include "model/engine.h"
 
 namespace hs {
 

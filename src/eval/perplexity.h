@@ -5,7 +5,7 @@
 #include <functional>
 #include <vector>
 
-#include "model/engine.h"
+#include "engine/cpu/forward.h"
 
 namespace hs {
 

@@ -1,145 +1,171 @@
 #include "model/config.h"
 
 #include <cmath>
-#include <optional>
 
+#include "model/config_keys.h"
+#include "model/family.h"
 #include "util/error.h"
 
 namespace hs {
 
-namespace {
-
 using nlohmann::json;
 
-// Sanity bounds, far above any BLOOM (176B: hidden 14336, 70 layers), that keep shape arithmetic
-// (4 * hidden, vocab * hidden, per-layer loops) clear of overflow and absurd allocations.
-constexpr int64_t kMaxHidden = int64_t(1) << 20;
-constexpr int64_t kMaxLayers = int64_t(1) << 16;
-constexpr int64_t kMaxVocab = (int64_t(1) << 31) - 1;  // token ids are int32
+ConfigKeys::ConfigKeys(const json& j, std::string path, std::string prefix)
+    : j_(j), path_(std::move(path)), prefix_(std::move(prefix)) {
+  if (!j_.is_object())
+    throw Error(path_, prefix_.empty()
+                           ? std::string("not a JSON object")
+                           : prefix_.substr(0, prefix_.size() - 1) + " is not a JSON object");
+}
 
-// The integer under the first present key of `names` (null counts as absent). HF accepts every
-// alias, so when several are present they must agree.
-std::optional<int64_t> find_int(const json& j, std::initializer_list<const char*> names,
-                                const std::string& path) {
+const json* ConfigKeys::find(const char* key) const {
+  const auto it = j_.find(key);
+  return it == j_.end() || it->is_null() ? nullptr : &*it;
+}
+
+bool ConfigKeys::has(const char* key) const { return find(key) != nullptr; }
+
+void ConfigKeys::fail(const std::string& msg) const { throw Error(path_, msg); }
+
+std::optional<int64_t> ConfigKeys::find_int(std::initializer_list<const char*> names) const {
   std::optional<int64_t> v;
   const char* first = nullptr;
   for (const char* n : names) {
-    const auto it = j.find(n);
-    if (it == j.end() || it->is_null()) continue;
+    const json* it = find(n);
+    if (!it) continue;
     if (!it->is_number_integer())
-      throw Error(path, std::string("key '") + n + "' must be an integer, not " + it->type_name());
+      fail("key '" + key(n) + "' must be an integer, not " + it->type_name());
     if (it->is_number_unsigned() && it->get<uint64_t>() > uint64_t(INT64_MAX))
-      throw Error(path, std::string("key '") + n + "' is out of range");
+      fail("key '" + key(n) + "' is out of range");
     const int64_t x = it->get<int64_t>();
     if (v && *v != x)
-      throw Error(path, std::string("keys '") + first + "' (" + std::to_string(*v) + ") and '" + n +
-                            "' (" + std::to_string(x) + ") disagree");
+      fail("keys '" + key(first) + "' (" + std::to_string(*v) + ") and '" + key(n) + "' (" +
+           std::to_string(x) + ") disagree");
     if (!v) v = x, first = n;
   }
   return v;
 }
 
-int64_t require_int(const json& j, std::initializer_list<const char*> names,
-                    const std::string& path) {
-  if (auto v = find_int(j, names, path)) return *v;
+int64_t ConfigKeys::require_int(std::initializer_list<const char*> names) const {
+  if (auto v = find_int(names)) return *v;
   std::string msg = "missing key";
   const char* sep = " '";
-  for (const char* n : names) msg += sep + std::string(n) + "'", sep = " or '";
-  throw Error(path, msg);
+  for (const char* n : names) msg += sep + key(n) + "'", sep = " or '";
+  fail(msg);
 }
 
-void check_range(const std::string& path, const char* key, int64_t v, int64_t max) {
-  if (v <= 0) throw Error(path, std::string(key) + " must be positive, got " + std::to_string(v));
+int64_t ConfigKeys::require_size(std::initializer_list<const char*> names, int64_t max) const {
+  const int64_t v = require_int(names);
+  const std::string k = key(*names.begin());
+  if (v <= 0) fail(k + " must be positive, got " + std::to_string(v));
   if (v > max)
-    throw Error(path, std::string(key) + " " + std::to_string(v) + " is implausibly large (max " +
-                          std::to_string(max) + ")");
+    fail(k + " " + std::to_string(v) + " is implausibly large (max " + std::to_string(max) + ")");
+  return v;
 }
 
-}  // namespace
-
-BloomConfig BloomConfig::from_json(const json& j, const std::string& path) {
-  if (!j.is_object()) throw Error(path, "not a JSON object");
-  if (const auto mt = j.find("model_type"); mt != j.end() && *mt != "bloom")
-    throw Error(path, "model_type is " + (mt->is_string() ? mt->dump() : mt->type_name()) +
-                          ", expected \"bloom\" (only BLOOM models are supported)");
-  BloomConfig c;
-  c.hidden = require_int(j, {"hidden_size", "n_embed"}, path);
-  c.n_head = require_int(j, {"n_head", "num_attention_heads"}, path);
-  c.n_layer = require_int(j, {"n_layer", "num_hidden_layers"}, path);
-  c.vocab = require_int(j, {"vocab_size"}, path);
-  c.bos_id = find_int(j, {"bos_token_id"}, path).value_or(1);
-  c.eos_id = find_int(j, {"eos_token_id"}, path).value_or(2);
-  c.pad_id = find_int(j, {"pad_token_id"}, path).value_or(3);
-  c.unk_id = find_int(j, {"unk_token_id"}, path).value_or(0);
-  if (const auto it = j.find("layer_norm_epsilon"); it != j.end()) {
-    if (!it->is_number() || !(it->get<double>() > 0) || !std::isfinite(it->get<double>()))
-      throw Error(path, "layer_norm_epsilon must be a positive number");
-    c.ln_eps = it->get<double>();
-  }
-  if (const auto it = j.find("apply_residual_connection_post_layernorm"); it != j.end()) {
-    if (!it->is_boolean())
-      throw Error(path, "apply_residual_connection_post_layernorm must be true or false");
-    c.post_ln = it->get<bool>();
-  }
-  check_range(path, "hidden_size", c.hidden, kMaxHidden);
-  check_range(path, "n_head", c.n_head, kMaxHidden);
-  check_range(path, "n_layer", c.n_layer, kMaxLayers);
-  check_range(path, "vocab_size", c.vocab, kMaxVocab);
-  if (c.hidden % c.n_head != 0)
-    throw Error(path, "hidden_size " + std::to_string(c.hidden) + " is not divisible by n_head " +
-                          std::to_string(c.n_head));
-  return c;
+std::optional<double> ConfigKeys::find_number(const char* k) const {
+  const json* it = find(k);
+  if (!it) return std::nullopt;
+  if (!it->is_number() || !std::isfinite(it->get<double>()))
+    fail("key '" + key(k) + "' must be a number, not " + it->dump());
+  return it->get<double>();
 }
 
-json BloomConfig::to_json(const json& base) const {
+std::optional<bool> ConfigKeys::find_bool(const char* k) const {
+  const json* it = find(k);
+  if (!it) return std::nullopt;
+  if (!it->is_boolean()) fail(key(k) + " must be true or false, not " + it->dump());
+  return it->get<bool>();
+}
+
+std::optional<std::string> ConfigKeys::find_string(const char* k) const {
+  const json* it = find(k);
+  if (!it) return std::nullopt;
+  if (!it->is_string()) fail("key '" + key(k) + "' must be a string, not " + it->dump());
+  return it->get<std::string>();
+}
+
+ConfigKeys ConfigKeys::object(const char* k) const {
+  static const json kEmpty = json::object();
+  const json* it = find(k);
+  return ConfigKeys(it ? *it : kEmpty, path_, prefix_ + k + ".");
+}
+
+const char* family_name(Family f) {
+  switch (f) {
+    case Family::bloom:
+      return "bloom";
+    case Family::mpt:
+      return "mpt";
+    case Family::falcon:
+      return "falcon";
+  }
+  return "?";
+}
+
+const FamilySpec& family_spec(Family f) {
+  switch (f) {
+    case Family::mpt:
+      return mpt_family();
+    case Family::falcon:
+      return falcon_family();
+    case Family::bloom:
+      break;
+  }
+  return bloom_family();
+}
+
+ModelConfig ModelConfig::from_json(const json& j, const std::string& path) {
+  const ConfigKeys k(j, path);
+  // An absent model_type is read as BLOOM, as older headsurgeon versions did.
+  const std::string type = k.find_string("model_type").value_or("bloom");
+  for (Family f : {Family::bloom, Family::mpt, Family::falcon})
+    if (type == family_name(f)) {
+      ModelConfig c = family_spec(f).parse(k);
+      c.family = f;
+      c.bos_id = k.find_int({"bos_token_id"}).value_or(c.bos_id);
+      c.eos_id = k.find_int({"eos_token_id"}).value_or(c.eos_id);
+      c.pad_id = k.find_int({"pad_token_id"}).value_or(c.pad_id);
+      c.unk_id = k.find_int({"unk_token_id"}).value_or(c.unk_id);
+      // BLOOM checkpoints always tie the head (headsurgeon has read them so since its start);
+      // MPT and Falcon honour the key as their HF classes do.
+      c.tied_head = f == Family::bloom || k.find_bool("tie_word_embeddings").value_or(true);
+      if (const auto eps = k.find_number("layer_norm_epsilon")) {
+        if (!(*eps > 0)) k.fail("layer_norm_epsilon must be a positive number");
+        c.ln_eps = *eps;
+      }
+      if (c.hidden % c.n_head != 0)
+        k.fail("hidden size " + std::to_string(c.hidden) + " is not divisible by the " +
+               std::to_string(c.n_head) + " heads");
+      return c;
+    }
+  k.fail("model_type \"" + type +
+         "\" is not supported (headsurgeon reads the ALiBi families bloom, mpt and falcon)");
+}
+
+json ModelConfig::to_json(const json& base) const {
   json j = base.is_object() ? base : json::object();
-  // HF lets an alias override the canonical key, so a stale alias must not survive.
-  for (const char* k : {"n_embed", "num_attention_heads", "num_hidden_layers"}) j.erase(k);
-  j["model_type"] = "bloom";
-  j["architectures"] = {"BloomForCausalLM"};
-  j["hidden_size"] = hidden;
-  j["n_head"] = n_head;
-  j["n_layer"] = n_layer;
-  j["vocab_size"] = vocab;
+  family_spec(family).to_json(*this, j);
+  j["model_type"] = family_name(family);
   j["layer_norm_epsilon"] = ln_eps;
-  j["apply_residual_connection_post_layernorm"] = post_ln;
   j["bos_token_id"] = bos_id;
   j["eos_token_id"] = eos_id;
   j["pad_token_id"] = pad_id;
-  j["unk_token_id"] = unk_id;
-  if (!j.contains("tie_word_embeddings")) j["tie_word_embeddings"] = true;
+  if (family == Family::bloom) j["unk_token_id"] = unk_id;
+  if (!j.contains("tie_word_embeddings") || !tied_head) j["tie_word_embeddings"] = tied_head;
   return j;
 }
 
-namespace {
-// Suffix, and the shape in units of hidden (cols 0: a vector of rows * hidden).
-struct LayerTensorSpec {
-  const char* suffix;
-  int64_t rows, cols;
-};
-constexpr LayerTensorSpec kLayerSpecs[kLayerTensors] = {
-    {"input_layernorm.weight", 1, 0},
-    {"input_layernorm.bias", 1, 0},
-    {"self_attention.query_key_value.weight", 3, 1},
-    {"self_attention.query_key_value.bias", 3, 0},
-    {"self_attention.dense.weight", 1, 1},
-    {"self_attention.dense.bias", 1, 0},
-    {"post_attention_layernorm.weight", 1, 0},
-    {"post_attention_layernorm.bias", 1, 0},
-    {"mlp.dense_h_to_4h.weight", 4, 1},
-    {"mlp.dense_h_to_4h.bias", 4, 0},
-    {"mlp.dense_4h_to_h.weight", 1, 4},
-    {"mlp.dense_4h_to_h.bias", 1, 0}};
-}  // namespace
-
-std::string layer_tensor_name(int64_t layer, int k) {
-  return "h." + std::to_string(layer) + "." + kLayerSpecs[k].suffix;
-}
-
-std::vector<int64_t> layer_tensor_shape(const BloomConfig& c, int k) {
-  const LayerTensorSpec& s = kLayerSpecs[k];
-  if (s.cols == 0) return {s.rows * c.hidden};
-  return {s.rows * c.hidden, s.cols * c.hidden};
+ModelConfig bloom_config(int64_t hidden, int64_t n_head, int64_t n_layer, int64_t vocab,
+                         bool post_ln) {
+  json j = {{"model_type", "bloom"},
+            {"hidden_size", hidden},
+            {"n_head", n_head},
+            {"n_layer", n_layer},
+            {"vocab_size", vocab},
+            {"layer_norm_epsilon", 1e-5},
+            {"apply_residual_connection_post_layernorm", post_ln}};
+  return ModelConfig::from_json(j, "bloom config");
 }
 
 }  // namespace hs

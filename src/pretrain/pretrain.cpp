@@ -9,11 +9,11 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "engine/cpu/save.h"
+#include "engine/cpu/train.h"
 #include "eval/perplexity.h"
 #include "io/dtype.h"
 #include "model/alibi.h"
-#include "model/save.h"
-#include "model/train.h"
 #include "surgery/optimizer.h"
 #include "surgery/plan.h"
 #include "text/bpe_trainer.h"
@@ -32,42 +32,19 @@ namespace {
 
 // BLOOM's _init_weights: every matrix and the embedding N(0, 0.02), LayerNorms 1 and 0,
 // biases 0. Tensors are drawn in checkpoint order from one stream, so a seed fixes them all.
-TrainWeights init_weights(const BloomConfig& c, uint64_t seed) {
-  TrainWeights w;
-  w.config = c;
-  w.slopes = alibi_slopes(c.n_head);
-  const int64_t d = c.hidden;
-  w.emb.resize(c.vocab * d);
-  w.emb_ln_w.assign(d, 1.0f);
-  w.emb_ln_b.assign(d, 0.0f);
-  w.lnf_w.assign(d, 1.0f);
-  w.lnf_b.assign(d, 0.0f);
-  w.layers.resize(c.n_layer);
-  for (TrainLayer& L : w.layers) {
-    L.ln1_w.assign(d, 1.0f);
-    L.ln1_b.assign(d, 0.0f);
-    L.qkv_w.resize(3 * d * d);
-    L.qkv_b.assign(3 * d, 0.0f);
-    L.dense_w.resize(d * d);
-    L.dense_b.assign(d, 0.0f);
-    L.ln2_w.assign(d, 1.0f);
-    L.ln2_b.assign(d, 0.0f);
-    L.fc1_w.resize(4 * d * d);
-    L.fc1_b.assign(4 * d, 0.0f);
-    L.fc2_w.resize(4 * d * d);
-    L.fc2_b.assign(d, 0.0f);
-  }
+TrainWeights init_weights(const ModelConfig& c, uint64_t seed) {
+  TrainWeights w = TrainWeights::zeros(c);
+  w.slopes = alibi_slopes(c.n_head, c.alibi_bias_max);
+  for (ModelRole r : {ModelRole::emb_norm, ModelRole::out_norm})
+    std::fill(w[r].begin(), w[r].end(), 1.0f);
+  for (TrainLayer& L : w.layers)
+    for (LayerRole r : {LayerRole::attn_norm, LayerRole::ffn_norm})
+      std::fill(L[r].begin(), L[r].end(), 1.0f);
   Rng rng(seed);
-  for (auto& [name, buf] : w.named())
-    if (buf->size() > size_t(4 * d))  // the matrices; vectors keep their constants
-      rng.fill_normal(buf->data(), int64_t(buf->size()), 0.02);
+  for (auto& p : w.params())
+    if (p.matrix)  // vectors keep their constants
+      rng.fill_normal(p.buf->data(), int64_t(p.buf->size()), 0.02);
   return w;
-}
-
-// Weight decay applies to matrices only (GPT-style), not to LayerNorms and biases.
-bool decays(const std::string& name) {
-  return name.ends_with(".weight") && name.find("layernorm") == std::string::npos &&
-         name.find("ln_f") == std::string::npos;
 }
 
 }  // namespace
@@ -102,11 +79,7 @@ void run_pretrain(const PretrainOptions& o) {
       Tokenizer::from_json(tok_json, o.tokenizer.empty() ? tok_path : o.tokenizer);
   write_file_atomic(tok_path, tok_json.dump() + "\n");
 
-  BloomConfig c;
-  c.hidden = o.hidden;
-  c.n_head = o.heads;
-  c.n_layer = o.layers;
-  c.vocab = int64_t(tok.vocab_size());
+  const ModelConfig c = bloom_config(o.hidden, o.heads, o.layers, int64_t(tok.vocab_size()));
   // With --bos each sequence is <s> + seq-1 corpus tokens, as BLOOM's pretraining data layout
   // would have it if its tokenizer added a BOS.
   auto chunks = corpus_chunks(o.corpus, tok, c.eos_id, o.seq - (o.bos ? 1 : 0));
@@ -133,9 +106,10 @@ void run_pretrain(const PretrainOptions& o) {
   TrainWeights w = init_weights(c, o.seed);
   std::vector<std::vector<float>*> params;
   std::vector<size_t> decay_idx, plain_idx;
-  for (auto& [name, buf] : w.named()) {
-    (decays(name) ? decay_idx : plain_idx).push_back(params.size());
-    params.push_back(buf);
+  // Weight decay applies to matrices only (GPT-style), not to LayerNorms and biases.
+  for (auto& p : w.params()) {
+    (p.matrix ? decay_idx : plain_idx).push_back(params.size());
+    params.push_back(p.buf);
   }
   auto pick = [](const std::vector<std::vector<float>*>& all, const std::vector<size_t>& idx) {
     std::vector<std::vector<float>*> out;
@@ -219,7 +193,8 @@ void run_pretrain(const PretrainOptions& o) {
     }
   }
 
-  save_checkpoint(o.out_dir, w, c.to_json({{"initializer_range", 0.02}}), DType::F32, tok_path);
+  save_checkpoint(o.out_dir, w, c.to_json({{"initializer_range", 0.02}}), nullptr, DType::F32,
+                  tok_path);
   const nlohmann::json recipe = {
       {"corpus", o.corpus},
       {"tokenizer", o.tokenizer.empty() ? nlohmann::json("learned") : nlohmann::json(o.tokenizer)},

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "diagnose/diagnosis.h"
-#include "model/train.h"
+#include "engine/cpu/train.h"
 
 namespace hs {
 

@@ -14,11 +14,11 @@
 #include <random>
 
 #include "diagnose/run.h"
+#include "engine/cpu/save.h"
 #include "eval/generate.h"
 #include "eval/heldout.h"
 #include "eval/perplexity.h"
 #include "io/safetensors.h"
-#include "model/save.h"
 #include "surgery/optimizer.h"
 #include "surgery/plan.h"
 #include "text/corpus.h"
@@ -129,7 +129,7 @@ int run_repair(const RepairOptions& o) {
 
   // Streamed: the weights are converted once, straight into the training copy below.
   Model model(o.model, ModelOptions{0});
-  const BloomConfig& c = model.config();
+  const ModelConfig& c = model.config();
   const std::string tok_path = model.checkpoint().tokenizer_path();
   const Tokenizer tok = Tokenizer::from_file(tok_path);
   const nlohmann::json plan_json = read_json_file(o.plan);
@@ -246,14 +246,14 @@ int run_repair(const RepairOptions& o) {
     st.loss_sum = 0;
     st.loss_count = 0;
     const std::string ck = (run / "checkpoints" / ("step-" + std::to_string(st.step))).string();
-    save_checkpoint(ck, w, model.checkpoint().config_json(), model.checkpoint().weight_dtype(),
+    save_checkpoint(ck, w, model.checkpoint().config_json(), &model.checkpoint(), DType::F32,
                     tok_path);
     if (heldout_ppl < st.best_ppl) {
       st.best_ppl = heldout_ppl;
       st.best_step = st.step;
       st.evals_since_best = 0;
       save_checkpoint((run / "best").string(), w, model.checkpoint().config_json(),
-                      model.checkpoint().weight_dtype(), tok_path);
+                      &model.checkpoint(), DType::F32, tok_path);
     } else {
       ++st.evals_since_best;
     }
@@ -337,7 +337,7 @@ int run_repair(const RepairOptions& o) {
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
   save_checkpoint((run / "final").string(), w, model.checkpoint().config_json(),
-                  model.checkpoint().weight_dtype(), tok_path);
+                  &model.checkpoint(), DType::F32, tok_path);
   if (!o.quiet)
     std::fprintf(stderr, "done: %lld steps, best held-out PPL %.3f at step %lld, %s\n",
                  (long long)st.step, st.best_ppl, (long long)st.best_step, o.out_dir.c_str());

@@ -19,7 +19,10 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* w, const
     const T m = T(mu);
     const T r = T(1.0 / std::sqrt(v / double(C) + double(eps)));
     T* y = out + i * C;
-    for (int64_t c = 0; c < C; ++c) y[c] = (x[c] - m) * r * w[c] + b[c];
+    if (b)
+      for (int64_t c = 0; c < C; ++c) y[c] = (x[c] - m) * r * w[c] + b[c];
+    else
+      for (int64_t c = 0; c < C; ++c) y[c] = (x[c] - m) * r * w[c];
     if (mean) mean[i] = m;
     if (rstd) rstd[i] = r;
   }

@@ -1,6 +1,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "ops/cpu/ops.h"
 
@@ -26,6 +27,18 @@ template <class T>
 void linear_forward(T* out, const T* inp, const T* W, const T* bias, int64_t N, int64_t IC,
                     int64_t OC) {
   if (N == 0) return;
+  // OpenBLAS's sgemm packs W on every call, which for one or two rows costs more than the
+  // product: sgemv reads W once per row (one row through a 4096 x 1024 matrix, 1 thread:
+  // 0.45-0.7 ms against 2.3-2.8 ms; from 3 rows on sgemm is as fast or faster).
+  if constexpr (std::is_same_v<T, float>)
+    if (N <= 2) {
+      for (int64_t i = 0; i < N; ++i) {
+        if (bias) std::copy_n(bias, OC, out + i * OC);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, int(OC), int(IC), 1.0f, W, int(IC), inp + i * IC,
+                    1, bias ? 1.0f : 0.0f, out + i * OC, 1);
+      }
+      return;
+    }
   if (bias)
     for (int64_t i = 0; i < N; ++i) std::copy_n(bias, OC, out + i * OC);
   gemm<T>(false, true, N, OC, IC, T(1), inp, IC, W, IC, bias ? T(1) : T(0), out, OC);

@@ -1,10 +1,15 @@
-// CPU reference operations of the BLOOM block: each a forward/backward pair over row-major
-// buffers. The model code (model/forward.cpp, model/train.cpp) is a sequence of these calls.
+// CPU reference operations of the block of every supported family: each a forward/backward pair
+// over row-major buffers. The block (engine/cpu/block.cpp) is a sequence of these calls. Each
+// CUDA kernel of ops/cuda carries the name of its twin here.
 // Templates over the element type: float is what the product runs; double instantiations exist
 // so the tests can check every backward against finite differences in float64.
 #pragma once
 
 #include <cstdint>
+
+#include "ops/alibi.h"
+#include "ops/gelu.h"
+#include "ops/qkv_layout.h"
 
 namespace hs::cpu {
 
@@ -13,8 +18,9 @@ template <class T>
 void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
-// out[N,C] = (inp - mean) * rstd * w + b per row (biased variance). mean/rstd [N] may be null;
-// when given they receive what the backward pass needs. out may alias inp.
+// out[N,C] = (inp - mean) * rstd * w + b per row (biased variance; b may be null: no bias).
+// mean/rstd [N] may be null; when given they receive what the backward pass needs. out may
+// alias inp.
 template <class T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* w, const T* b, int64_t N,
                        int64_t C, T eps);
@@ -38,12 +44,20 @@ template <class T>
 void linear_backward_weight(T* dW, int64_t ld_dW, T* dbias, const T* dout, int64_t ld_dout,
                             const T* inp, int64_t ld_inp, int64_t N, int64_t R, int64_t C);
 
-// out = gelu_tanh(inp), n elements; out may alias inp.
+// out = gelu(inp) in the given form (ops/gelu.h), n elements; out may alias inp.
 template <class T>
-void gelu_forward(T* out, const T* inp, int64_t n);
+void gelu_forward(T* out, const T* inp, int64_t n, Gelu kind);
 // dinp = dout * gelu'(inp) where inp is the pre-activation.
 template <class T>
-void gelu_backward(T* dinp, const T* dout, const T* inp, int64_t n);
+void gelu_backward(T* dinp, const T* dout, const T* inp, int64_t n, Gelu kind);
+
+// MPT's clip_qkv: x = clamp(x, -c, c) in place over n elements; mask (may be null) records
+// where the gradient passes (-c <= x <= c before clamping, as torch.clamp's backward).
+template <class T>
+void clamp_forward(T* x, uint8_t* mask, int64_t n, T c);
+// dx[i] = 0 where mask[i] == 0.
+template <class T>
+void clamp_backward(T* dx, const uint8_t* mask, int64_t n);
 
 // out[i] += inp[i]
 template <class T>
@@ -56,25 +70,52 @@ struct HeadStatSums {
   double* local;    // [H] sum_t sum_{j=max(0,t-2)..t} p[t,j]
 };
 
-// Causal ALiBi attention for one sequence. qkv[T, 3*H*hd] holds per head h the columns
-// [h*3hd, h*3hd+hd) = q, then k, then v (BLOOM's fused layout). ctx[T, H*hd] head-major.
-// score[t,j] = q_t.k_j / sqrt(hd) + slope[h] * j for j <= t; softmax in the element type.
-// probs [H,T,T] (masked entries 0) and stats are optional (null): the statistics are computed
-// row by row so a diagnosis never holds the T x T probabilities of a layer.
+// One sequence's attention inputs, in any of the places they live: query row r (at position
+// past + r) of head h is q + r*ldq + h*hsq; key (value) j of head h is k + j*ldkv + h*hskv
+// (v + ...). Over the fused qkv of a pass (the internal per-head layout, ops/qkv_layout.h) that
+// is fused_qkv(); a decoder points k and v at its cache instead.
 template <class T>
-void alibi_attention_forward(T* ctx, T* probs, HeadStatSums* stats, const T* qkv,
-                             const float* slopes, int64_t Tn, int64_t H, int64_t hd);
-// dqkv += gradient through the attention, for the heads with head_mask[h] != 0 (all when
-// null). Probabilities are recomputed row by row from qkv (nothing T x T is stored).
+struct AttnInput {
+  const T *q, *k, *v;
+  int64_t ldq, hsq, ldkv, hskv;
+  int64_t rows, past;
+};
+template <class T>
+AttnInput<T> fused_qkv(const T* qkv, int64_t Tn, int64_t H, int64_t hd) {
+  const int64_t ld = 3 * H * hd, hs = qkv_row(1, 0, hd);
+  return {qkv + qkv_row(0, 0, hd),
+          qkv + qkv_row(0, 1, hd),
+          qkv + qkv_row(0, 2, hd),
+          ld,
+          hs,
+          ld,
+          hs,
+          Tn,
+          0};
+}
+
+// Causal ALiBi attention of one sequence's rows: score of query t and key j <= t by
+// alibi_score (ops/alibi.h) with slope[h], softmax in the element type, ctx[r, h*hd..] (row
+// stride ldctx) = sum_j p v_j. probs [H, rows, past+rows] (masked entries 0) and stats are
+// optional (null): the statistics are computed row by row so a diagnosis never holds the
+// T x T probabilities of a layer.
+template <class T>
+void alibi_attention_forward(T* ctx, int64_t ldctx, T* probs, HeadStatSums* stats,
+                             const AttnInput<T>& in, const float* slopes, const AlibiParams& a,
+                             int64_t H, int64_t hd);
+// dqkv += gradient through the attention of a whole sequence over its fused qkv[T, 3*H*hd],
+// for the heads with head_mask[h] != 0 (all when null). Probabilities are recomputed row by row
+// from qkv (nothing T x T is stored).
 template <class T>
 void alibi_attention_backward(T* dqkv, const T* dctx, const T* qkv, const float* slopes,
-                              const uint8_t* head_mask, int64_t Tn, int64_t H, int64_t hd);
+                              const AlibiParams& a, const uint8_t* head_mask, int64_t Tn, int64_t H,
+                              int64_t hd);
 
 // Auxiliary attention-sink objective (the demo recipe's *induced* collapse): for the heads with
 // head_mask[h] != 0, loss = weight * sum over query rows t >= 1 of -log p[t, 0]. Adds its
 // gradient to dqkv and returns the loss. Row 0 is skipped: it can only attend to itself.
 template <class T>
-double alibi_sink_loss_backward(T* dqkv, const T* qkv, const float* slopes,
+double alibi_sink_loss_backward(T* dqkv, const T* qkv, const float* slopes, const AlibiParams& a,
                                 const uint8_t* head_mask, T weight, int64_t Tn, int64_t H,
                                 int64_t hd);
 

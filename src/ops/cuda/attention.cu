@@ -12,8 +12,8 @@
 
 #include "cuda/runtime.h"
 #include "ops/cuda/common.cuh"
-#include "ops/cuda/online_softmax.h"
 #include "ops/cuda/ops.cuh"
+#include "ops/online_softmax.h"
 #include "util/error.h"
 
 namespace hs::cuda {

@@ -59,7 +59,7 @@ void qkv_split(float* q, float* kc, float* vc, const float* qkv, const float* bi
 // Causal ALiBi attention of the new rows against their sequence's cached keys 0..pos:
 // score = q.k / sqrt(hd) + slope[h] * j, softmax, times v, into ctx[N, H*hd] (as W). Never
 // materialises T x T: softmax and statistics are accumulated key tile by key tile
-// (ops/cuda/online_softmax.h). Optional outputs:
+// (ops/online_softmax.h). Optional outputs:
 //   row_stats [3][H][N]: per row bos mass, entropy and local mass (keys pos-2..pos)
 //   probs: sequence b's probabilities at probs + probs_off[b], laid out [H][n][past + n]
 //          (entries after pos are left untouched: the caller zeroes the buffer)

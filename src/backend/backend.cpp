@@ -1,17 +1,13 @@
-#include "model/engine.h"
+#include "backend/backend.h"
 
-#include "eval/decoder.h"
+#include "engine/cpu/forward.h"
 #include "util/error.h"
 #ifdef HEADSURGEON_HAVE_CUDA
-#include "cuda/engine.h"
 #include "cuda/runtime.h"
+#include "engine/cuda/engine.h"
 #endif
 
 namespace hs {
-
-std::unique_ptr<IncrementalDecoder> CpuEngine::decoder(int64_t batch, int64_t capacity) {
-  return std::make_unique<Decoder>(w_, batch, capacity);
-}
 
 std::string cuda_unusable_reason() {
 #ifdef HEADSURGEON_HAVE_CUDA

@@ -1,7 +1,7 @@
-// Incremental decoding with a key/value cache on CPU: each token goes through the model once,
-// attending to the cached keys and values of every earlier position, so generating N tokens
-// costs N single-row passes instead of N full forward passes. Same numerics as model/forward.cpp
-// (fp32, scores q.k/sqrt(hd) + slope*j, both residual variants).
+// Incremental decoding with a key/value cache on the CPU: each token goes through the model
+// once, attending to the cached keys and values of every earlier position, so generating N
+// tokens costs N single-row passes instead of N full forward passes. The rows of a call go
+// through the same block as the full forward pass (engine/cpu/block.h), one segment per feed.
 #pragma once
 
 #include <cstdint>
@@ -9,8 +9,9 @@
 #include <span>
 #include <vector>
 
-#include "model/engine.h"
-#include "model/model.h"
+#include "engine/cpu/block.h"
+#include "engine/cpu/weights.h"
+#include "engine/engine.h"
 
 namespace hs {
 
@@ -27,14 +28,15 @@ class Decoder final : public IncrementalDecoder {
   int64_t length(int64_t seq) const { return len_[seq]; }
 
  private:
-  // Keys (kv = 0) or values (kv = 1) of layer l, sequence b, head h: [capacity, head_dim].
-  float* cache(int64_t kv, int64_t l, int64_t b, int64_t h) const;
+  // Keys (kv = 0) or values (kv = 1) of layer l, sequence b: [H][capacity][head_dim].
+  float* cache(int64_t kv, int64_t l, int64_t b) const;
 
   WeightSource& model_;
   int64_t batch_, cap_;
   std::vector<int64_t> len_;
   std::unique_ptr<float[]> kv_;
-  std::vector<float> x_, a_, qkv_, ctx_, attn_out_, b_, h_, last_, logits_;
+  BlockActs acts_;
+  std::vector<float> x_, last_, logits_;
 };
 
 }  // namespace hs

@@ -1,4 +1,4 @@
-#include "io/checkpoint.h"
+#include "io/model_files.h"
 
 #include <cctype>
 #include <cstdlib>
@@ -103,37 +103,32 @@ std::string resolve_model_dir(const std::string& spec) {
                         root.string() + ")");
 }
 
-Checkpoint::Checkpoint(const std::string& spec) : dir_(resolve_model_dir(spec)) {
-  const fs::path dir(dir_);
-  const std::string cfg_path = (dir / "config.json").string();
-  config_json_ = read_json_file(cfg_path);
-  config_ = BloomConfig::from_json(config_json_, cfg_path);
-
-  // Weight files: one model.safetensors, or the shards the index lists.
+WeightFiles::WeightFiles(const std::string& dir_path) {
+  const fs::path dir(dir_path);
   std::error_code ec;
   const fs::path single = dir / "model.safetensors", index = dir / "model.safetensors.index.json";
-  std::string where;  // the file named when a tensor is missing
   if (fs::exists(single, ec)) {
-    where = single.string();
-    files_.push_back(std::make_unique<SafetensorsFile>(where));
+    where_ = single.string();
+    files_.push_back(std::make_unique<SafetensorsFile>(where_));
   } else if (fs::exists(index, ec)) {
-    where = index.string();
+    where_ = index.string();
     const json idx = read_json_file(index.string());
     const auto wm = idx.find("weight_map");  // end() for a non-object too
-    if (wm == idx.end() || !wm->is_object()) throw Error(where, "missing weight_map object");
+    if (wm == idx.end() || !wm->is_object()) throw Error(where_, "missing weight_map object");
     std::map<std::string, const SafetensorsFile*> shards;
     for (const auto& [name, f] : wm->items()) {
       const std::string tensor = "tensor '" + printable(name) + "'";
-      if (!f.is_string()) throw Error(where, "weight_map entry of " + tensor + " is not a string");
+      if (!f.is_string()) throw Error(where_, "weight_map entry of " + tensor + " is not a string");
       const std::string shard = f.get<std::string>();
       if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..")
-        throw Error(where, "weight_map entry of " + tensor + ": '" + printable(shard) +
-                               "' is not a file name in the model directory");
+        throw Error(where_, "weight_map entry of " + tensor + ": '" + printable(shard) +
+                                "' is not a file name in the model directory");
       auto [it, fresh] = shards.try_emplace(shard, nullptr);
       if (fresh) {
         const fs::path sp = dir / shard;
         if (!fs::is_regular_file(sp, ec))
-          throw Error(where, "shard '" + printable(shard) + "' (of " + tensor + ") does not exist");
+          throw Error(where_,
+                      "shard '" + printable(shard) + "' (of " + tensor + ") does not exist");
         files_.push_back(std::make_unique<SafetensorsFile>(sp.string()));
         it->second = files_.back().get();
       }
@@ -141,64 +136,24 @@ Checkpoint::Checkpoint(const std::string& spec) : dir_(resolve_model_dir(spec)) 
         throw Error(it->second->path(), tensor + " is listed in " + index.filename().string() +
                                             " but is not in this shard");
     }
-    if (files_.empty()) throw Error(where, "weight_map is empty");
+    if (files_.empty()) throw Error(where_, "weight_map is empty");
   } else {
-    throw Error(dir_, "no model.safetensors or model.safetensors.index.json in this directory");
+    throw Error(dir_path, "no model.safetensors or model.safetensors.index.json in this directory");
   }
-
-  static const std::string kPrefix = "transformer.";
   for (const auto& f : files_)
-    for (const auto& [name, view] : f->tensors()) {
-      const std::string canon = name.starts_with(kPrefix) ? name.substr(kPrefix.size()) : name;
-      if (canon == "lm_head.weight") continue;  // tied to word_embeddings
-      if (!index_.emplace(canon, std::pair{f.get(), &view}).second)
-        throw Error(f->path(), "tensor '" + printable(canon) +
-                                   "' appears twice in the checkpoint (with and without the '" +
-                                   kPrefix + "' prefix, or in two files)");
-    }
-
-  // Every tensor BLOOM needs, with the shape the config implies. Checked one by one, so a config
-  // promising far more layers than the file holds fails at the first missing one.
-  auto need = [&](const std::string& name, const std::vector<int64_t>& shape) {
-    const auto it = index_.find(name);
-    if (it == index_.end()) throw Error(where, "missing tensor '" + name + "'");
-    const TensorView& t = *it->second.second;
-    if (t.shape != shape)
-      throw Error(t.file, "tensor '" + name + "' has shape " + shape_str(t.shape) + ", expected " +
-                              shape_str(shape));
-    if (!is_float(t.dtype))
-      throw Error(t.file, "tensor '" + name + "' has dtype " + dtype_name(t.dtype) +
-                              ", expected a float type (F32, F16, BF16 or F64)");
-  };
-  const int64_t d = config_.hidden;
-  need("word_embeddings.weight", {config_.vocab, d});
-  need("word_embeddings_layernorm.weight", {d});
-  need("word_embeddings_layernorm.bias", {d});
-  for (int64_t l = 0; l < config_.n_layer; ++l)
-    for (int k = 0; k < kLayerTensors; ++k)
-      need(layer_tensor_name(l, k), layer_tensor_shape(config_, k));
-  need("ln_f.weight", {d});
-  need("ln_f.bias", {d});
-  weight_dtype_ = tensor("word_embeddings.weight").dtype;
+    for (const auto& [name, view] : f->tensors())
+      if (!index_.emplace(name, &view).second)
+        throw Error(f->path(), "tensor '" + printable(name) + "' appears in two weight files");
 }
 
-bool Checkpoint::has(const std::string& canonical) const { return index_.count(canonical) > 0; }
-
-const TensorView& Checkpoint::tensor(const std::string& canonical) const {
-  const auto it = index_.find(canonical);
-  if (it == index_.end()) throw Error(dir_, "missing tensor '" + canonical + "'");
-  return *it->second.second;
+const TensorView* WeightFiles::find(const std::string& name) const {
+  const auto it = index_.find(name);
+  return it == index_.end() ? nullptr : it->second;
 }
 
-void Checkpoint::release(const TensorView& t) const {
+void WeightFiles::release(const TensorView& t) const {
   for (const auto& f : files_)
     if (f->path() == t.file) f->release(t);
-}
-
-std::vector<std::string> Checkpoint::tensor_names() const {
-  std::vector<std::string> out;
-  for (const auto& [name, loc] : index_) out.push_back(name);
-  return out;
 }
 
 }  // namespace hs

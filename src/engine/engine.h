@@ -1,20 +1,39 @@
 // A model ready to run on one device: its forward pass and its incremental (KV-cache) decoder.
 // The evaluation code (diagnose, ppl, generate, dormancy, ablate) is written against this
-// interface; CpuEngine runs the fp32 CPU reference, and the CUDA engine (cuda/engine.h) the same
-// numerics on an NVIDIA GPU with half-precision weights.
+// interface; engine/cpu runs the fp32 CPU reference, and engine/cuda the same numerics on an
+// NVIDIA GPU with half-precision weights. backend/backend.h picks one.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
-#include "model/forward.h"
-#include "model/model.h"
+#include "model/config.h"
 #include "util/error.h"
 
 namespace hs {
+
+struct ForwardOptions {
+  bool head_stats = false;  // per-head bos/entropy/local means over rows
+  bool probs = false;       // attention probabilities of every layer (tests; T x T per head)
+  bool logits = false;      // full logits [T, V]
+  bool nll = false;         // summed next-token NLL (chunked over the vocabulary)
+  std::function<void(int64_t layers_done, int64_t layers)> progress;  // after each layer
+  // [L]: layers whose MLP output is replaced by zero (ablation studies); empty = none.
+  std::vector<uint8_t> ablate_mlp;
+};
+
+struct SequenceOutput {
+  // [L * H], index l * H + h, means over the T query rows.
+  std::vector<double> bos_mass, entropy, local_mass;
+  std::vector<std::vector<float>> probs;  // [L] of [H, T, T]
+  std::vector<float> logits;              // [T, V]
+  double nll_sum = 0;                     // sum over t < T-1 of -log p(ids[t+1] | ids[..t])
+  int64_t predicted = 0;                  // T - 1
+};
 
 class IncrementalDecoder {
  public:
@@ -58,7 +77,7 @@ class IncrementalDecoder {
 class Engine {
  public:
   virtual ~Engine() = default;
-  virtual const BloomConfig& config() const = 0;
+  virtual const ModelConfig& config() const = 0;
   virtual const std::vector<float>& slopes() const = 0;
   // "cpu" or the GPU's description, for logs and JSON.
   virtual std::string device() const = 0;
@@ -67,34 +86,5 @@ class Engine {
   // Room for `batch` sequences of up to `capacity` tokens each.
   virtual std::unique_ptr<IncrementalDecoder> decoder(int64_t batch, int64_t capacity) = 0;
 };
-
-// The fp32 CPU reference over any weight source (a checkpoint, or a run's weights in memory).
-class CpuEngine : public Engine {
- public:
-  explicit CpuEngine(WeightSource& w) : w_(w) {}
-  const BloomConfig& config() const override { return w_.config(); }
-  const std::vector<float>& slopes() const override { return w_.slopes(); }
-  std::string device() const override { return "cpu"; }
-  std::vector<SequenceOutput> forward(const std::vector<std::vector<int32_t>>& seqs,
-                                      const ForwardOptions& opts) override {
-    return hs::forward(w_, seqs, opts);
-  }
-  std::unique_ptr<IncrementalDecoder> decoder(int64_t batch, int64_t capacity) override;
-
- private:
-  WeightSource& w_;
-};
-
-// Where to run: "auto" (CUDA when this build has it and a usable GPU is present), "cpu" or
-// "cuda" (an error naming why when it cannot run). Errors name `where` the choice came from.
-enum class DeviceKind { cpu, cuda };
-DeviceKind resolve_device(const std::string& spec, const std::string& where = "--device");
-// Why CUDA cannot run here ("" when it can): not built in, no device, too old a GPU.
-std::string cuda_unusable_reason();
-
-// The engine for `device` over a checkpoint opened as `model`. gpu_dtype is the GPU's weight
-// type: "auto" (the checkpoint's half type, bf16 for fp32 checkpoints), "bf16", "f16", "f32".
-std::unique_ptr<Engine> make_engine(Model& model, DeviceKind device,
-                                    const std::string& gpu_dtype = "auto");
 
 }  // namespace hs

@@ -1,4 +1,4 @@
-#include "model/save.h"
+#include "engine/cpu/save.h"
 
 #include <unistd.h>
 
@@ -13,46 +13,42 @@ namespace hs {
 namespace fs = std::filesystem;
 
 void save_checkpoint(const std::string& dir, const TrainWeights& w,
-                     const nlohmann::json& base_config, DType dtype,
+                     const nlohmann::json& base_config, const Checkpoint* like, DType dtype,
                      const std::string& tokenizer_path) {
   const std::string tmp = dir + ".tmp-" + std::to_string(::getpid());
   std::error_code ec;
   fs::remove_all(tmp, ec);
   if (!fs::create_directories(tmp, ec) && ec) throw Error(dir, "cannot create: " + ec.message());
   try {
+    const ModelConfig& c = w.config;
     std::vector<SafetensorsWriter::Entry> entries;
-    const auto named = w.named();
-    for (const auto& [name, buf] : named) {
-      std::vector<int64_t> shape;
-      const int64_t d = w.config.hidden;
-      if (name == "word_embeddings.weight")
-        shape = {w.config.vocab, d};
-      else if (name.ends_with("query_key_value.weight"))
-        shape = {3 * d, d};
-      else if (name.ends_with("query_key_value.bias"))
-        shape = {3 * d};
-      else if (name.ends_with("dense.weight") && name.find("self_attention") != std::string::npos)
-        shape = {d, d};
-      else if (name.ends_with("dense_h_to_4h.weight"))
-        shape = {4 * d, d};
-      else if (name.ends_with("dense_h_to_4h.bias"))
-        shape = {4 * d};
-      else if (name.ends_with("dense_4h_to_h.weight"))
-        shape = {d, 4 * d};
-      else
-        shape = {d};
-      entries.push_back({"transformer." + name, dtype, shape});
+    const auto params = w.params();
+    std::vector<DType> types;
+    for (const auto& p : params) {
+      const TensorView* src = !like         ? nullptr
+                              : p.per_layer ? &like->tensor(p.layer_role, p.layer)
+                                            : &like->tensor(p.model_role);
+      types.push_back(src ? src->dtype : dtype);
+      entries.push_back(
+          {p.per_layer ? hf_tensor_name(c, p.layer_role, p.layer) : hf_tensor_name(c, p.model_role),
+           types.back(), p.shape});
     }
     SafetensorsWriter out(tmp + "/model.safetensors", entries);
     std::vector<std::byte> raw;
-    for (const auto& [name, buf] : named) {
-      raw.resize(buf->size() * dtype_size(dtype));
-      convert_from_f32(buf->data(), buf->size(), dtype, raw.data());
+    for (size_t k = 0; k < params.size(); ++k) {
+      const auto& p = params[k];
+      std::vector<float> permuted;
+      if (p.per_layer && role_permuted(c, p.layer_role))
+        permuted = to_file_layout(c, p.layer_role, *p.buf);
+      const std::vector<float>& data = permuted.empty() ? *p.buf : permuted;
+      raw.resize(data.size() * dtype_size(types[k]));
+      convert_from_f32(data.data(), data.size(), types[k], raw.data());
       out.append(raw.data(), raw.size());
     }
     out.commit();
     nlohmann::json cfg = w.config.to_json(base_config);
-    cfg["dtype"] = dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32";
+    const DType main = types.front();  // the token embedding's: the model's storage type
+    cfg["dtype"] = main == DType::BF16 ? "bfloat16" : main == DType::F16 ? "float16" : "float32";
     std::ofstream(tmp + "/config.json") << cfg.dump(2) << "\n";
     if (fs::exists(tokenizer_path)) fs::copy_file(tokenizer_path, tmp + "/tokenizer.json");
     // Swap in: the old directory survives until the new one is complete.

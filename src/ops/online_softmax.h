@@ -13,11 +13,7 @@
 
 #include <cmath>
 
-#ifdef __CUDACC__
-#define HS_HD __host__ __device__ __forceinline__
-#else
-#define HS_HD inline
-#endif
+#include "util/hd.h"
 
 namespace hs::online {
 

@@ -1,0 +1,134 @@
+#include "engine/cpu/weights.h"
+
+#include <algorithm>
+#include <fstream>
+#include <string>
+
+#include "model/alibi.h"
+#include "util/error.h"
+
+namespace hs {
+
+namespace {
+
+int64_t mem_available_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  int64_t kb = 0;
+  std::string unit;
+  while (f >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024;
+  return int64_t(8) << 30;  // not Linux-like: assume 8 GB
+}
+
+int64_t param_count(const ModelConfig& c) {
+  int64_t n = 0;
+  for (int r = 0; r < kModelRoles; ++r)
+    if (role_present(c, ModelRole(r))) {
+      const auto s = role_shape(c, ModelRole(r));
+      n += s.size() == 2 ? s[0] * s[1] : s[0];
+    }
+  for (int r = 0; r < kLayerRoles; ++r)
+    if (role_present(c, LayerRole(r))) {
+      const auto s = role_shape(c, LayerRole(r));
+      n += c.n_layer * (s.size() == 2 ? s[0] * s[1] : s[0]);
+    }
+  return n;
+}
+
+// A whole tensor as fp32: a zero-copy view of the mapping when it is aligned F32 in the
+// internal layout, else converted (and permuted) into the buffer of `reuse`.
+template <class Read>
+F32Tensor load(const Checkpoint& ck, const TensorView& t, bool internal, Read&& read,
+               F32Tensor&& reuse = {}) {
+  F32Tensor out = std::move(reuse);
+  out.numel = t.numel();
+  const bool aligned = reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0;
+  if (t.dtype == DType::F32 && aligned && internal) {
+    out.data = reinterpret_cast<const float*>(t.data);
+    return out;
+  }
+  out.owned.resize(out.numel);  // same size as the reused buffer: no allocation, no zeroing
+  read(t.shape[0], out.owned.data());
+  out.data = out.owned.data();
+  ck.release(t);  // the converted copy is what we use; drop the source pages from RSS
+  return out;
+}
+
+F32Tensor load(const Checkpoint& ck, ModelRole r) {
+  return load(ck, ck.tensor(r), true,
+              [&](int64_t rows, float* out) { ck.read_rows(r, DType::F32, 0, rows, out); });
+}
+
+}  // namespace
+
+Model::Model(const std::string& spec, ModelOptions opts) : ckpt_(spec) {
+  const ModelConfig& c = config();
+  slopes_ = alibi_slopes(c.n_head, c.alibi_bias_max);
+  const int64_t budget = opts.cache_bytes >= 0 ? opts.cache_bytes : mem_available_bytes() / 2;
+  resident_ = param_count(c) * int64_t(sizeof(float)) <= budget;
+  for (ModelRole r :
+       {ModelRole::emb_norm, ModelRole::emb_norm_b, ModelRole::out_norm, ModelRole::out_norm_b})
+    if (role_present(c, r)) norms_[int(r)] = load(ckpt_, r);
+  if (resident_) {
+    emb_ = load(ckpt_, ModelRole::tok_emb);
+    if (!c.tied_head) head_ = load(ckpt_, ModelRole::lm_head);
+    layers_.resize(c.n_layer);
+  }
+}
+
+std::shared_ptr<const LayerWeights> Model::layer(int64_t l) {
+  if (resident_ && layers_[l]) return layers_[l];
+  // Streaming reuses the buffers of the last released layer: a fresh allocation per layer costs
+  // page faults and zeroing that take longer than the conversion itself.
+  LayerWeights* w = spare_ ? spare_.release() : new LayerWeights;
+  for (int k = 0; k < kLayerRoles; ++k) {
+    const auto r = LayerRole(k);
+    if (!role_present(config(), r)) continue;
+    w->t[k] = load(
+        ckpt_, ckpt_.tensor(r, l), !role_permuted(config(), r),
+        [&](int64_t rows, float* out) { ckpt_.read_rows(r, l, DType::F32, 0, rows, out); },
+        std::move(w->t[k]));
+  }
+  if (resident_) return layers_[l] = std::shared_ptr<const LayerWeights>(w);
+  return std::shared_ptr<const LayerWeights>(
+      w, [this](const LayerWeights* done) { spare_.reset(const_cast<LayerWeights*>(done)); });
+}
+
+void Model::embed(std::span<const int32_t> ids, float* out) {
+  const int64_t d = config().hidden, V = config().vocab;
+  for (int32_t id : ids)
+    if (id < 0 || id >= V)
+      throw Error(ckpt_.dir(), "token id " + std::to_string(id) + " is outside the vocabulary (" +
+                                   std::to_string(V) + " rows)");
+  if (resident_) {
+    for (size_t t = 0; t < ids.size(); ++t)
+      std::copy_n(emb_.data + int64_t(ids[t]) * d, d, out + t * d);
+    return;
+  }
+  for (size_t t = 0; t < ids.size(); ++t)
+    ckpt_.read_rows(ModelRole::tok_emb, DType::F32, ids[t], 1, out + t * d);
+}
+
+void for_each_row_chunk(const float* rows, int64_t V, int64_t d, int64_t chunk_rows,
+                        const std::function<void(int64_t, int64_t, const float*)>& fn) {
+  for (int64_t r = 0; r < V; r += chunk_rows) fn(r, std::min(chunk_rows, V - r), rows + r * d);
+}
+
+void Model::for_each_vocab_chunk(int64_t chunk_rows,
+                                 const std::function<void(int64_t, int64_t, const float*)>& fn) {
+  const ModelConfig& c = config();
+  const int64_t d = c.hidden, V = c.vocab;
+  if (resident_)
+    return for_each_row_chunk(c.tied_head ? emb_.data : head_.data, V, d, chunk_rows, fn);
+  const ModelRole head = c.tied_head ? ModelRole::tok_emb : ModelRole::lm_head;
+  std::vector<float> buf(chunk_rows * d);
+  for (int64_t r = 0; r < V; r += chunk_rows) {
+    const int64_t n = std::min(chunk_rows, V - r);
+    ckpt_.read_rows(head, DType::F32, r, n, buf.data());
+    fn(r, n, buf.data());
+  }
+  ckpt_.release(ckpt_.tensor(head));
+}
+
+}  // namespace hs
