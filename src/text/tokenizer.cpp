@@ -701,9 +701,10 @@ void Tokenizer::Impl::load_model(const json& model) {
   const auto dropout = model.find("dropout");
   if (dropout != model.end() && !dropout->is_null() && dropout->get<double>() != 0.0)
     throw Error(path, "BPE dropout is not supported");
+  // GPT-2's file has "" for both, which changes nothing in HF's BPE.
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     const auto it = model.find(key);
-    if (it != model.end() && !it->is_null())
+    if (it != model.end() && !it->is_null() && *it != "")
       throw Error(path, std::string("BPE ") + key + " is not supported");
   }
   if (flag(model, "byte_fallback", false)) throw Error(path, "BPE byte_fallback is not supported");
