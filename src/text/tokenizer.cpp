@@ -4,6 +4,7 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <utf8proc.h>
 
 #include <algorithm>
 #include <array>
@@ -125,6 +126,59 @@ void append_utf8(std::string& out, char32_t cp) {
     out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
     out += static_cast<char>(0x80 | (cp & 0x3F));
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// NFC (HF's `NFC` normalizer), through utf8proc. Its Unicode tables may be newer than those of
+// HF's normalization crate; only characters assigned in between can come out differently.
+
+// Appends the NFC form of `s` (valid UTF-8) to `out`; returns false, appending nothing, when `s`
+// is already NFC for the cheap reason below, so the common case costs no copy. Every character
+// below U+0300 has NFC_Quick_Check=Yes and combining class 0 and is never the second of a
+// composition, so the text is cut before each one (a normalization boundary, UAX #15 9.1): runs
+// of such characters are copied and only the stretches from the starter before a character
+// >= U+0300 (UTF-8 lead byte >= 0xCC) to the next boundary go through utf8proc.
+bool nfc_append(std::string_view s, std::string& out, std::vector<utf8proc_int32_t>& buf) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  auto high = [&](size_t from) {
+    while (from < n && p[from] < 0xCC) ++from;
+    return from;
+  };
+  size_t j = high(0);
+  if (j == n) return false;
+  out.reserve(out.size() + n + n / 8);
+  size_t copied = 0;
+  while (j < n) {
+    // The character before j (if any since the last stretch) is below U+0300: the starter that
+    // marks at j may compose with, so the stretch starts there.
+    size_t start = j;
+    if (start > copied) {
+      --start;
+      if (start > copied && p[start] >= 0x80 && p[start] < 0xC0) --start;
+    }
+    size_t end = j;
+    while (end < n && p[end] >= 0xCC) end += utf8_step(p + end, n - end).len;
+    out.append(s.data() + copied, start - copied);
+    const auto len = static_cast<utf8proc_ssize_t>(end - start);
+    // COMPOSE (with STABLE) is utf8proc_NFC's option set: canonical decomposition and
+    // reordering here, composition below.
+    const auto opts = static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+    utf8proc_ssize_t cps = -1;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      cps = utf8proc_decompose(p + start, len, buf.data(),
+                               static_cast<utf8proc_ssize_t>(buf.size()), opts);
+      if (cps < 0 || static_cast<size_t>(cps) <= buf.size()) break;
+      buf.resize(static_cast<size_t>(cps));
+    }
+    if (cps >= 0) cps = utf8proc_normalize_utf32(buf.data(), cps, opts);
+    if (cps < 0) throw Error(std::string("NFC normalization: ") + utf8proc_errmsg(cps));
+    for (utf8proc_ssize_t k = 0; k < cps; ++k) append_utf8(out, static_cast<char32_t>(buf[k]));
+    copied = end;
+    j = high(end);
+  }
+  out.append(s.data() + copied, n - copied);
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -655,6 +709,7 @@ struct Tokenizer::Impl {
     std::vector<Symbol> symbols;
     std::vector<uint64_t> heap;  // (rank << 32 | position), min first
     std::string text;
+    std::vector<utf8proc_int32_t> code_points;  // NFC scratch
   };
 
   std::string path;
@@ -664,6 +719,7 @@ struct Tokenizer::Impl {
   int32_t unk_id = -1;
   bool fuse_unk = false;
   bool ignore_merges = false;
+  bool nfc = false;  // the normalizer: NFC, or none
 
   struct AddedToken {
     std::string content;
@@ -681,6 +737,7 @@ struct Tokenizer::Impl {
   const uint64_t instance = next_instance++;
   static inline std::atomic<uint64_t> next_instance{1};
 
+  void load_normalizer(const json& normalizer);
   void load_model(const json& model);
   void load_pre_tokenizer(const json& pt);
   void load_added_tokens(const json& tokens);
@@ -693,6 +750,20 @@ struct Tokenizer::Impl {
   void bpe(std::string_view word, Work& w) const;
   void bpe_uncached(std::string_view word, Work& w) const;
 };
+
+// NFC, a Sequence of NFCs (NFC twice is NFC once), or null.
+void Tokenizer::Impl::load_normalizer(const json& normalizer) {
+  if (normalizer.is_null()) return;
+  const std::string type = type_of(normalizer);
+  if (type == "Sequence") {
+    for (const json& n : normalizer.at("normalizers")) load_normalizer(n);
+  } else if (type == "NFC") {
+    nfc = true;
+  } else {
+    throw Error(
+        path, "normalizer '" + type + "' is not supported (only NFC, a Sequence of NFC, or null)");
+  }
+}
 
 void Tokenizer::Impl::load_model(const json& model) {
   if (!model.is_object()) throw Error(path, "missing 'model'");
@@ -824,8 +895,15 @@ void Tokenizer::Impl::load_added_tokens(const json& tokens) {
       throw Error(path, "added token '" + content + "' has id " + std::to_string(id) +
                             " but the vocab says " + std::to_string(in_vocab->second));
     added.push_back({content, static_cast<int32_t>(id), flag(t, "special", false)});
-    (flag(t, "normalized", true) ? added_normalized : added_plain)
-        .add(content, static_cast<int32_t>(id));
+    if (!flag(t, "normalized", true)) {
+      added_plain.add(content, static_cast<int32_t>(id));
+      continue;
+    }
+    // HF matches these in the normalized text, so it normalizes their content too.
+    std::string normalized;
+    std::vector<utf8proc_int32_t> scratch;
+    if (!nfc || !nfc_append(content, normalized, scratch)) normalized = content;
+    added_normalized.add(std::move(normalized), static_cast<int32_t>(id));
   }
   added_plain.finish();
   added_normalized.finish();
@@ -871,9 +949,7 @@ Tokenizer Tokenizer::from_json(const nlohmann::json& j, const std::string& path)
       const auto it = j.find(key);
       return it == j.end() ? none : *it;
     };
-    if (!field("normalizer").is_null())
-      throw Error(path,
-                  "normalizer '" + type_of(field("normalizer")) + "' is not supported (only null)");
+    impl->load_normalizer(field("normalizer"));
     if (type_of(field("decoder")) != "ByteLevel")
       throw Error(path,
                   "decoder '" + type_of(field("decoder")) + "' is not supported (only ByteLevel)");
@@ -895,13 +971,17 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
-// Pass 0 takes out the added tokens matched in the raw text, pass 1 those HF matches in the
-// normalized text (the same text here: there is no normalizer), pass 2 pre-tokenizes the rest.
+// Pass 0 takes out the added tokens matched in the raw text, pass 1 normalizes each piece
+// pass 0 leaves and takes out the added tokens HF matches in the normalized text, pass 2
+// pre-tokenizes the rest.
 void Tokenizer::Impl::encode_added(std::string_view text, int pass, Work& w) const {
   if (pass == 2) {
     split_pieces(text, 0, [&](std::string_view word) { bpe(word, w); });
     return;
   }
+  // Pass 1 is entered once per piece of pass 0; what follows reads views into `normalized`.
+  std::string normalized;
+  if (pass == 1 && nfc && nfc_append(text, normalized, w.code_points)) text = normalized;
   const AddedMatcher& matcher = pass == 0 ? added_plain : added_normalized;
   if (matcher.empty()) {
     encode_added(text, pass + 1, w);
@@ -1020,7 +1100,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   if (bad != std::string_view::npos) throw Error("invalid UTF-8 at byte " + std::to_string(bad));
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 8);
-  Impl::Work w{out, WordCache::for_tokenizer(impl_->instance), {}, {}, {}};
+  Impl::Work w{out, WordCache::for_tokenizer(impl_->instance), {}, {}, {}, {}};
   impl_->encode_added(text, 0, w);
   return out;
 }
@@ -1044,6 +1124,9 @@ void Tokenizer::for_each_word(std::string_view text,
                               const std::function<void(std::string_view)>& fn) const {
   const size_t bad = first_invalid_utf8(text);
   if (bad != std::string_view::npos) throw Error("invalid UTF-8 at byte " + std::to_string(bad));
+  std::string normalized;
+  std::vector<utf8proc_int32_t> scratch;
+  if (impl_->nfc && nfc_append(text, normalized, scratch)) text = normalized;
   impl_->split_pieces(text, 0, fn);
 }
 
