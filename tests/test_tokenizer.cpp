@@ -523,6 +523,51 @@ TEST(TokenizerNfc, AddedTokensBeforeAndAfterNormalization) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A GPT-2-style tokenizer.json (Falcon-RW's): no normalizer, ByteLevel whose use_regex is absent
+// (true: GPT-2's regex), merges as "a b" strings, continuing_subword_prefix and
+// end_of_word_suffix "", and <|endoftext|> with normalized: true.
+
+TEST(TokenizerGpt2, HandWorkedEncoding) {
+  TempDir tmp;
+  const json pre = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}};
+  // Ranks 0-4; the merged tokens get ids 256-260 in that order ("Ġ" is the space's character).
+  const Merges merges = {{"h", "e"}, {" ", "t"}, {" t", "he"}, {"l", "l"}, {"'", "s"}};
+  const json eot = {
+      {"id", 300},       {"content", "<|endoftext|>"}, {"single_word", false}, {"lstrip", false},
+      {"rstrip", false}, {"normalized", true},         {"special", true}};
+  json j = synthetic_tokenizer(pre, merges, json::array({eot}));
+  j["decoder"] = pre;
+  j["post_processor"] = pre;
+  json& model = j["model"];
+  model.erase("ignore_merges");
+  model["continuing_subword_prefix"] = "";
+  model["end_of_word_suffix"] = "";
+  model["dropout"] = nullptr;
+  model["unk_token"] = nullptr;
+  for (json& m : model["merges"]) m = m[0].get<std::string>() + " " + m[1].get<std::string>();
+  ASSERT_EQ(model["merges"][1], "\u0120 t");
+  const auto tok = hs::Tokenizer::from_file(tmp.write("gpt2.json", j));
+
+  // Pieces: "the" " cat" "'s" " hello" " " " there", then the added token.
+  //   the    -> t he                (h e, rank 0)
+  //   " cat" -> Ġ c a t             (no merge applies)
+  //   's     -> 's                  (rank 4)
+  //   " hello" -> Ġ he ll o         (rank 0, then rank 3)
+  //   " "    -> Ġ                   (the first of two spaces: \s+(?!\S))
+  //   " there" -> Ġthe r e          (h e, then Ġ t, then Ġt he)
+  const std::string text = "the cat's hello  there<|endoftext|>";
+  const std::vector<int32_t> ids = {'t', 256, ' ', 'c', 'a', 't', 260, ' ',
+                                    256, 259, 'o', ' ', 258, 'r', 'e', 300};
+  EXPECT_EQ(tok.encode(text), ids);
+  EXPECT_EQ(tok.decode(ids), text);
+  EXPECT_EQ(tok.decode(ids, true), "the cat's hello  there");
+  // Each byte is its own id in this vocabulary; '\n' is spelled "Ċ" (U+010A).
+  EXPECT_EQ(tok.token_to_id("\u010A"), '\n');
+  EXPECT_EQ(tok.encode("a\n\n b"), (std::vector<int32_t>{'a', '\n', '\n', ' ', 'b'}));
+  EXPECT_EQ(tok.vocab_size(), 256u + 5u + 1u);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Errors
 
 TEST(TokenizerErrors, BadFiles) {
