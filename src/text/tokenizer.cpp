@@ -622,8 +622,9 @@ class WordCache {
   StringMap<std::vector<int32_t>> map_;
 };
 
-// Added tokens, matched in the raw text leftmost-longest (HF uses an Aho-Corasick automaton;
-// the few special tokens of a model make a first-byte filter just as good).
+// Added tokens, matched leftmost-longest as HF's Aho-Corasick automaton does: a byte trie walked
+// from each position whose byte starts some token. A trie, not a list tried longest first:
+// GPT-NeoX-20B has 23 tokens made of runs of spaces, and every space in the text starts one.
 class AddedMatcher {
  public:
   struct Hit {
@@ -631,39 +632,55 @@ class AddedMatcher {
     int32_t id;
   };
 
-  void add(std::string content, int32_t id) { tokens_.push_back({std::move(content), id}); }
-
-  // Sorts by first byte, longest first, and indexes the start of each first byte's run.
-  void finish() {
-    std::sort(tokens_.begin(), tokens_.end(), [](const Entry& a, const Entry& b) {
-      const auto fa = static_cast<unsigned char>(a.text[0]),
-                 fb = static_cast<unsigned char>(b.text[0]);
-      return fa != fb ? fa < fb : a.text.size() > b.text.size();
-    });
-    start_.fill(0);
-    for (const Entry& e : tokens_) ++start_[static_cast<unsigned char>(e.text[0]) + 1];
-    for (size_t b = 1; b < start_.size(); ++b) start_[b] += start_[b - 1];
+  // A repeated content keeps the first id, as the automaton reports the first pattern.
+  void add(std::string_view content, int32_t id) {
+    if (nodes_.empty()) nodes_.emplace_back();
+    uint32_t node = 0;
+    for (const char c : content) {
+      const uint32_t child = next(node, static_cast<unsigned char>(c));
+      if (child != 0) {
+        node = child;
+        continue;
+      }
+      nodes_[node].edges.push_back(
+          {static_cast<unsigned char>(c), static_cast<uint32_t>(nodes_.size())});
+      node = static_cast<uint32_t>(nodes_.size());
+      nodes_.emplace_back();
+    }
+    if (nodes_[node].id < 0) nodes_[node].id = id;
+    first_[static_cast<unsigned char>(content[0])] = true;
   }
 
-  bool empty() const { return tokens_.empty(); }
+  bool empty() const { return nodes_.empty(); }
 
   std::optional<Hit> find(std::string_view text, size_t from) const {
+    const auto* p = reinterpret_cast<const unsigned char*>(text.data());
     for (size_t i = from; i < text.size(); ++i) {
-      const auto c = static_cast<unsigned char>(text[i]);
-      for (uint32_t k = start_[c]; k < start_[c + 1]; ++k)
-        if (text.substr(i).starts_with(tokens_[k].text))
-          return Hit{i, tokens_[k].text.size(), tokens_[k].id};
+      if (!first_[p[i]]) continue;
+      std::optional<Hit> best;
+      uint32_t node = 0;
+      for (size_t k = i; k < text.size() && (node = next(node, p[k])) != 0; ++k)
+        if (nodes_[node].id >= 0) best = Hit{i, k + 1 - i, nodes_[node].id};
+      if (best) return best;
     }
     return std::nullopt;
   }
 
  private:
-  struct Entry {
-    std::string text;
-    int32_t id;
+  struct Node {
+    int32_t id = -1;                                        // the token ending here, if any
+    std::vector<std::pair<unsigned char, uint32_t>> edges;  // byte -> child (never the root)
   };
-  std::vector<Entry> tokens_;
-  std::array<uint32_t, 257> start_{};
+
+  // The child of `node` along byte c, or 0 (the root) when there is none.
+  uint32_t next(uint32_t node, unsigned char c) const {
+    for (const auto& [b, child] : nodes_[node].edges)
+      if (b == c) return child;
+    return 0;
+  }
+
+  std::vector<Node> nodes_;
+  std::array<bool, 256> first_{};
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -903,10 +920,8 @@ void Tokenizer::Impl::load_added_tokens(const json& tokens) {
     std::string normalized;
     std::vector<utf8proc_int32_t> scratch;
     if (!nfc || !nfc_append(content, normalized, scratch)) normalized = content;
-    added_normalized.add(std::move(normalized), static_cast<int32_t>(id));
+    added_normalized.add(normalized, static_cast<int32_t>(id));
   }
-  added_plain.finish();
-  added_normalized.finish();
 }
 
 void Tokenizer::Impl::build_decoding_tables() {
