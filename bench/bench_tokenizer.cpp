@@ -5,6 +5,7 @@
 //                 runs the regex and BPE: the cache-unfriendly floor.
 // "Warm" reuses one tokenizer across iterations (the cache already holds the text's words);
 // "Cold" loads a fresh one per iteration (untimed), so only repeats within the text help.
+// "Neox" is GPT-NeoX-20B's pipeline (NFC normalizer, GPT-2's regex) on the same texts.
 #include <benchmark/benchmark.h>
 
 #include <fstream>
@@ -18,6 +19,7 @@
 namespace {
 
 const std::string kDir = std::string(HS_TEST_DATA) + "/golden/tokenizer";
+const std::string kNeoxDir = std::string(HS_TEST_DATA) + "/golden/tokenizer_neox";
 constexpr size_t kTextBytes = 400 * 1024;
 
 const std::string& multilingual_text() {
@@ -72,12 +74,21 @@ const std::string& text_for(int which) {
   return which == 0 ? multilingual_text() : pseudoword_text();
 }
 
-void BM_EncodeWarm(benchmark::State& state) {
-  static const hs::Tokenizer tok = hs::Tokenizer::from_file(kDir + "/tokenizer.json");
+void encode_warm(benchmark::State& state, const hs::Tokenizer& tok) {
   const std::string& text = text_for(static_cast<int>(state.range(0)));
   benchmark::DoNotOptimize(tok.encode(text));  // fill the cache
   for (auto _ : state) benchmark::DoNotOptimize(tok.encode(text));
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * text.size()));
+}
+
+void BM_EncodeWarm(benchmark::State& state) {
+  static const hs::Tokenizer tok = hs::Tokenizer::from_file(kDir + "/tokenizer.json");
+  encode_warm(state, tok);
+}
+
+void BM_EncodeWarmNeox(benchmark::State& state) {
+  static const hs::Tokenizer tok = hs::Tokenizer::from_file(kNeoxDir + "/tokenizer.json");
+  encode_warm(state, tok);
 }
 
 void BM_EncodeCold(benchmark::State& state) {
@@ -107,6 +118,7 @@ void BM_Load(benchmark::State& state) {
 // Argument 0: multilingual, 1: pseudowords.
 BENCHMARK(BM_EncodeWarm)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_EncodeWarm)->Arg(0)->Threads(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_EncodeWarmNeox)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_EncodeCold)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Decode)->Arg(0)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Load)->Unit(benchmark::kMillisecond);

@@ -44,6 +44,11 @@ std::string project_tokenizer() {
   return std::string(HS_TEST_DATA) + "/golden/tokenizer/tokenizer.json";
 }
 
+// GPT-NeoX-20B's (MPT's): an NFC normalizer and ByteLevel with GPT-2's regex.
+std::string neox_tokenizer() {
+  return std::string(HS_TEST_DATA) + "/golden/tokenizer_neox/tokenizer.json";
+}
+
 // A fresh directory under the system temp dir, removed with the object.
 class TempDir {
  public:
@@ -266,8 +271,8 @@ TEST(Tokenizer, SpecialTokensInsideText) {
   EXPECT_EQ(tok.decode(plain), "<s <\\s> s>");
 }
 
+// The texts are NFC already, so NeoX's normalizer leaves them as they are.
 TEST(Tokenizer, RoundTrip) {
-  const auto tok = hs::Tokenizer::from_file(project_tokenizer());
   const std::vector<std::string> texts = {
       "",
       "Mixed scripts: English, français, Deutsch, русский, ελληνικά, 日本語, 한국어, עברית, "
@@ -281,7 +286,11 @@ TEST(Tokenizer, RoundTrip) {
       "int main() { return a->b[0] | ~c & 0xFF; } // done",
       std::string("\0nul\0inside", 11),
   };
-  for (const std::string& t : texts) EXPECT_EQ(tok.decode(tok.encode(t)), t) << "text: " << t;
+  for (const std::string& file : {project_tokenizer(), neox_tokenizer()}) {
+    SCOPED_TRACE(file);
+    const auto tok = hs::Tokenizer::from_file(file);
+    for (const std::string& t : texts) EXPECT_EQ(tok.decode(tok.encode(t)), t) << "text: " << t;
+  }
 }
 
 // A token holding part of a character decodes to U+FFFD, as HF's from_utf8_lossy does.
@@ -437,6 +446,128 @@ TEST(TokenizerBpe, BytesMissingFromTheVocabulary) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The NFC normalizer (GPT-NeoX-20B's tokenizer)
+
+TEST(TokenizerNfc, DecomposedTextEncodesAsPrecomposed) {
+  const auto tok = hs::Tokenizer::from_file(neox_tokenizer());
+  // (decomposed or otherwise non-NFC, NFC) pairs; the NFC side is written out by hand.
+  const std::vector<std::pair<std::string, std::string>> pairs = {
+      {"e\u0301", "\u00E9"},
+      {"Cafe\u0301 cre\u0300me", "Caf\u00E9 cr\u00E8me"},
+      {"\u00E4\u0304", "\u01DF"},              // a two-byte starter takes a mark
+      {"\u03B1\u0301\u03B2", "\u03AC\u03B2"},  // Greek: starter and mark both past U+0300
+      {"q\u0307\u0323", "q\u0323\u0307"},      // marks reordered by combining class
+      {"\u1100\u1161\u11A8", "\uAC01"},        // Hangul jamo compose to a syllable
+      {"\u212B", "\u00C5"},                    // a singleton decomposition
+      {"\u0958", "\u0915\u093C"},              // a composition exclusion
+      {"\u0301e", "\u0301e"},                  // a mark with no starter stays
+      {std::string("a\0e\u0301", 5), std::string("a\0\u00E9", 4)},
+  };
+  for (const auto& [text, nfc] : pairs) {
+    EXPECT_EQ(tok.encode(text), tok.encode(nfc)) << "text: " << text;
+    EXPECT_EQ(tok.decode(tok.encode(text)), nfc) << "text: " << text;
+  }
+  // NFC, not NFKC: the ligature stays.
+  EXPECT_EQ(tok.decode(tok.encode("\uFB01ne")), "\uFB01ne");
+  // BLOOM has no normalizer: the decomposed form is encoded as written.
+  const auto bloom = hs::Tokenizer::from_file(project_tokenizer());
+  EXPECT_NE(bloom.encode("Cafe\u0301"), bloom.encode("Caf\u00E9"));
+  EXPECT_EQ(bloom.decode(bloom.encode("Cafe\u0301")), "Cafe\u0301");
+}
+
+// What a vocabulary is trained on is the normalized text too.
+TEST(TokenizerNfc, WordsAreNormalized) {
+  const auto tok = hs::Tokenizer::from_file(neox_tokenizer());
+  std::vector<std::string> words;
+  tok.for_each_word("Cafe\u0301 au lait", [&](std::string_view w) { words.emplace_back(w); });
+  EXPECT_EQ(words, (std::vector<std::string>{"Caf\u00E9", " au", " lait"}));
+}
+
+// HF matches normalized: false tokens in the raw text, then normalizes what is left, then matches
+// normalized: true tokens (their content normalized too) in that.
+TEST(TokenizerNfc, AddedTokensBeforeAndAfterNormalization) {
+  TempDir tmp;
+  auto added = [](int id, const std::string& content, bool normalized) {
+    return json{{"id", id},        {"content", content}, {"single_word", false},
+                {"lstrip", false}, {"rstrip", false},    {"normalized", normalized},
+                {"special", false}};
+  };
+  const json list = {added(1000, "e\u0301!", false), added(1001, "\u00E9?", true),
+                     added(1002, "o\u0301?", true)};
+  json j = synthetic_tokenizer(byte_level(false, false), {}, list);
+  using Ids = std::vector<int32_t>;
+  for (const json& normalizer :
+       {json{{"type", "NFC"}},
+        json{{"type", "Sequence"}, {"normalizers", {{{"type", "NFC"}}, {{"type", "NFC"}}}}}}) {
+    SCOPED_TRACE(normalizer.dump());
+    j["normalizer"] = normalizer;
+    const auto tok = hs::Tokenizer::from_file(tmp.write("nfc.json", j));
+    // Matched in the raw text, before NFC would have changed it.
+    EXPECT_EQ(tok.encode("xe\u0301!"), (Ids{'x', 1000}));
+    EXPECT_EQ(tok.encode("\u00E9!"), (Ids{0xC3, 0xA9, '!'}));
+    // Matched after NFC, whichever form the text has.
+    EXPECT_EQ(tok.encode("e\u0301?"), (Ids{1001}));
+    EXPECT_EQ(tok.encode("\u00E9?x"), (Ids{1001, 'x'}));
+    // The content is normalized as well: written decomposed, it matches the composed text.
+    EXPECT_EQ(tok.encode("\u00F3?"), (Ids{1002}));
+    EXPECT_EQ(tok.encode("o\u0301?"), (Ids{1002}));
+    // Decoded from the content as written.
+    EXPECT_EQ(tok.decode(Ids{1000, 1002}), "e\u0301!o\u0301?");
+    EXPECT_EQ(tok.token_to_id("o\u0301?"), 1002);
+  }
+  // Without a normalizer, normalized: true tokens match the text as written.
+  j["normalizer"] = nullptr;
+  const auto plain = hs::Tokenizer::from_file(tmp.write("plain.json", j));
+  EXPECT_EQ(plain.encode("o\u0301?"), (Ids{1002}));
+  EXPECT_EQ(plain.encode("\u00F3?"), (Ids{0xC3, 0xB3, '?'}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A GPT-2-style tokenizer.json (Falcon-RW's): no normalizer, ByteLevel whose use_regex is absent
+// (true: GPT-2's regex), merges as "a b" strings, continuing_subword_prefix and
+// end_of_word_suffix "", and <|endoftext|> with normalized: true.
+
+TEST(TokenizerGpt2, HandWorkedEncoding) {
+  TempDir tmp;
+  const json pre = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}};
+  // Ranks 0-4; the merged tokens get ids 256-260 in that order ("Ġ" is the space's character).
+  const Merges merges = {{"h", "e"}, {" ", "t"}, {" t", "he"}, {"l", "l"}, {"'", "s"}};
+  const json eot = {
+      {"id", 300},       {"content", "<|endoftext|>"}, {"single_word", false}, {"lstrip", false},
+      {"rstrip", false}, {"normalized", true},         {"special", true}};
+  json j = synthetic_tokenizer(pre, merges, json::array({eot}));
+  j["decoder"] = pre;
+  j["post_processor"] = pre;
+  json& model = j["model"];
+  model.erase("ignore_merges");
+  model["continuing_subword_prefix"] = "";
+  model["end_of_word_suffix"] = "";
+  model["dropout"] = nullptr;
+  model["unk_token"] = nullptr;
+  for (json& m : model["merges"]) m = m[0].get<std::string>() + " " + m[1].get<std::string>();
+  ASSERT_EQ(model["merges"][1], "\u0120 t");
+  const auto tok = hs::Tokenizer::from_file(tmp.write("gpt2.json", j));
+
+  // Pieces: "the" " cat" "'s" " hello" " " " there", then the added token.
+  //   the    -> t he                (h e, rank 0)
+  //   " cat" -> Ġ c a t             (no merge applies)
+  //   's     -> 's                  (rank 4)
+  //   " hello" -> Ġ he ll o         (rank 0, then rank 3)
+  //   " "    -> Ġ                   (the first of two spaces: \s+(?!\S))
+  //   " there" -> Ġthe r e          (h e, then Ġ t, then Ġt he)
+  const std::string text = "the cat's hello  there<|endoftext|>";
+  const std::vector<int32_t> ids = {'t', 256, ' ', 'c', 'a', 't', 260, ' ',
+                                    256, 259, 'o', ' ', 258, 'r', 'e', 300};
+  EXPECT_EQ(tok.encode(text), ids);
+  EXPECT_EQ(tok.decode(ids), text);
+  EXPECT_EQ(tok.decode(ids, true), "the cat's hello  there");
+  // Each byte is its own id in this vocabulary; '\n' is spelled "Ċ" (U+010A).
+  EXPECT_EQ(tok.token_to_id("\u010A"), '\n');
+  EXPECT_EQ(tok.encode("a\n\n b"), (std::vector<int32_t>{'a', '\n', '\n', ' ', 'b'}));
+  EXPECT_EQ(tok.vocab_size(), 256u + 5u + 1u);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Errors
 
 TEST(TokenizerErrors, BadFiles) {
@@ -466,7 +597,13 @@ TEST(TokenizerErrors, BadFiles) {
   broken(
       [](json& j) { j["pre_tokenizer"] = sequence(byte_level(false, false), split("Regex", "a")); },
       {"ByteLevel"});
-  broken([](json& j) { j["normalizer"] = {{"type", "NFC"}}; }, {"NFC"});
+  broken([](json& j) { j["normalizer"] = {{"type", "Lowercase"}}; }, {"normalizer", "Lowercase"});
+  broken(
+      [](json& j) {
+        j["normalizer"] = {{"type", "Sequence"},
+                           {"normalizers", {{{"type", "NFC"}}, {{"type", "NFKC"}}}}};
+      },
+      {"normalizer", "NFKC"});
   broken([](json& j) { j["decoder"] = {{"type", "Metaspace"}}; }, {"Metaspace"});
   broken([](json& j) { j["model"].erase("vocab"); }, {"vocab"});
   broken([](json& j) { j["model"].erase("merges"); }, {"merges"});
@@ -491,8 +628,8 @@ TEST(TokenizerErrors, UntranslatableRegex) {
   }
 }
 
+// Checked before the normalizer runs, with or without one.
 TEST(TokenizerErrors, InvalidUtf8Input) {
-  const auto tok = hs::Tokenizer::from_file(project_tokenizer());
   const std::vector<std::pair<std::string, size_t>> bad = {
       {"abc\xFF", 3},
       {"\x80", 0},
@@ -501,9 +638,17 @@ TEST(TokenizerErrors, InvalidUtf8Input) {
       {"\xF4\x90\x80\x80", 0},      // past U+10FFFF
       {"\xE4\xB8\xAD\xE4\xB8", 3},  // cut short
       {"\xE4\xB8\xAD\xE4 x", 3},
+      {"e\xCC\x81\xCC", 3},  // a combining acute, then a cut-short mark
   };
-  for (const auto& [text, at] : bad)
-    expect_error([&] { (void)tok.encode(text); }, {"invalid UTF-8 at byte " + std::to_string(at)});
+  for (const std::string& file : {project_tokenizer(), neox_tokenizer()}) {
+    SCOPED_TRACE(file);
+    const auto tok = hs::Tokenizer::from_file(file);
+    for (const auto& [text, at] : bad) {
+      const std::string msg = "invalid UTF-8 at byte " + std::to_string(at);
+      expect_error([&] { (void)tok.encode(text); }, {msg});
+      expect_error([&] { tok.for_each_word(text, [](std::string_view) {}); }, {msg});
+    }
+  }
 }
 
 TEST(TokenizerErrors, UnknownIdInDecode) {

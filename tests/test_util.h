@@ -30,10 +30,11 @@ inline std::vector<std::string> golden_model_dirs() {
                                                       "/golden/models/tiny8");
 }
 
-// Tokenizer golden directories (tokenizer.json + cases.json).
+// Tokenizer golden directories (tokenizer.json + cases.json): BLOOM's and GPT-NeoX-20B's.
 inline std::vector<std::string> golden_tokenizer_dirs() {
-  return dirs_from_env("HEADSURGEON_TOKENIZER_DIRS",
-                       std::string(HS_TEST_DATA) + "/golden/tokenizer");
+  return dirs_from_env("HEADSURGEON_TOKENIZER_DIRS", std::string(HS_TEST_DATA) +
+                                                         "/golden/tokenizer:" HS_TEST_DATA
+                                                         "/golden/tokenizer_neox");
 }
 
 // Whole file as a string ("" when missing).

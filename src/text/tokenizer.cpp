@@ -4,6 +4,7 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <utf8proc.h>
 
 #include <algorithm>
 #include <array>
@@ -125,6 +126,59 @@ void append_utf8(std::string& out, char32_t cp) {
     out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
     out += static_cast<char>(0x80 | (cp & 0x3F));
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// NFC (HF's `NFC` normalizer), through utf8proc. Its Unicode tables may be newer than those of
+// HF's normalization crate; only characters assigned in between can come out differently.
+
+// Appends the NFC form of `s` (valid UTF-8) to `out`; returns false, appending nothing, when `s`
+// is already NFC for the cheap reason below, so the common case costs no copy. Every character
+// below U+0300 has NFC_Quick_Check=Yes and combining class 0 and is never the second of a
+// composition, so the text is cut before each one (a normalization boundary, UAX #15 9.1): runs
+// of such characters are copied and only the stretches from the starter before a character
+// >= U+0300 (UTF-8 lead byte >= 0xCC) to the next boundary go through utf8proc.
+bool nfc_append(std::string_view s, std::string& out, std::vector<utf8proc_int32_t>& buf) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  auto high = [&](size_t from) {
+    while (from < n && p[from] < 0xCC) ++from;
+    return from;
+  };
+  size_t j = high(0);
+  if (j == n) return false;
+  out.reserve(out.size() + n + n / 8);
+  size_t copied = 0;
+  while (j < n) {
+    // The character before j (if any since the last stretch) is below U+0300: the starter that
+    // marks at j may compose with, so the stretch starts there.
+    size_t start = j;
+    if (start > copied) {
+      --start;
+      if (start > copied && p[start] >= 0x80 && p[start] < 0xC0) --start;
+    }
+    size_t end = j;
+    while (end < n && p[end] >= 0xCC) end += utf8_step(p + end, n - end).len;
+    out.append(s.data() + copied, start - copied);
+    const auto len = static_cast<utf8proc_ssize_t>(end - start);
+    // COMPOSE (with STABLE) is utf8proc_NFC's option set: canonical decomposition and
+    // reordering here, composition below.
+    const auto opts = static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+    utf8proc_ssize_t cps = -1;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      cps = utf8proc_decompose(p + start, len, buf.data(),
+                               static_cast<utf8proc_ssize_t>(buf.size()), opts);
+      if (cps < 0 || static_cast<size_t>(cps) <= buf.size()) break;
+      buf.resize(static_cast<size_t>(cps));
+    }
+    if (cps >= 0) cps = utf8proc_normalize_utf32(buf.data(), cps, opts);
+    if (cps < 0) throw Error(std::string("NFC normalization: ") + utf8proc_errmsg(cps));
+    for (utf8proc_ssize_t k = 0; k < cps; ++k) append_utf8(out, static_cast<char32_t>(buf[k]));
+    copied = end;
+    j = high(end);
+  }
+  out.append(s.data() + copied, n - copied);
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -568,8 +622,9 @@ class WordCache {
   StringMap<std::vector<int32_t>> map_;
 };
 
-// Added tokens, matched in the raw text leftmost-longest (HF uses an Aho-Corasick automaton;
-// the few special tokens of a model make a first-byte filter just as good).
+// Added tokens, matched leftmost-longest as HF's Aho-Corasick automaton does: a byte trie walked
+// from each position whose byte starts some token. A trie, not a list tried longest first:
+// GPT-NeoX-20B has 23 tokens made of runs of spaces, and every space in the text starts one.
 class AddedMatcher {
  public:
   struct Hit {
@@ -577,39 +632,55 @@ class AddedMatcher {
     int32_t id;
   };
 
-  void add(std::string content, int32_t id) { tokens_.push_back({std::move(content), id}); }
-
-  // Sorts by first byte, longest first, and indexes the start of each first byte's run.
-  void finish() {
-    std::sort(tokens_.begin(), tokens_.end(), [](const Entry& a, const Entry& b) {
-      const auto fa = static_cast<unsigned char>(a.text[0]),
-                 fb = static_cast<unsigned char>(b.text[0]);
-      return fa != fb ? fa < fb : a.text.size() > b.text.size();
-    });
-    start_.fill(0);
-    for (const Entry& e : tokens_) ++start_[static_cast<unsigned char>(e.text[0]) + 1];
-    for (size_t b = 1; b < start_.size(); ++b) start_[b] += start_[b - 1];
+  // A repeated content keeps the first id, as the automaton reports the first pattern.
+  void add(std::string_view content, int32_t id) {
+    if (nodes_.empty()) nodes_.emplace_back();
+    uint32_t node = 0;
+    for (const char c : content) {
+      const uint32_t child = next(node, static_cast<unsigned char>(c));
+      if (child != 0) {
+        node = child;
+        continue;
+      }
+      nodes_[node].edges.push_back(
+          {static_cast<unsigned char>(c), static_cast<uint32_t>(nodes_.size())});
+      node = static_cast<uint32_t>(nodes_.size());
+      nodes_.emplace_back();
+    }
+    if (nodes_[node].id < 0) nodes_[node].id = id;
+    first_[static_cast<unsigned char>(content[0])] = true;
   }
 
-  bool empty() const { return tokens_.empty(); }
+  bool empty() const { return nodes_.empty(); }
 
   std::optional<Hit> find(std::string_view text, size_t from) const {
+    const auto* p = reinterpret_cast<const unsigned char*>(text.data());
     for (size_t i = from; i < text.size(); ++i) {
-      const auto c = static_cast<unsigned char>(text[i]);
-      for (uint32_t k = start_[c]; k < start_[c + 1]; ++k)
-        if (text.substr(i).starts_with(tokens_[k].text))
-          return Hit{i, tokens_[k].text.size(), tokens_[k].id};
+      if (!first_[p[i]]) continue;
+      std::optional<Hit> best;
+      uint32_t node = 0;
+      for (size_t k = i; k < text.size() && (node = next(node, p[k])) != 0; ++k)
+        if (nodes_[node].id >= 0) best = Hit{i, k + 1 - i, nodes_[node].id};
+      if (best) return best;
     }
     return std::nullopt;
   }
 
  private:
-  struct Entry {
-    std::string text;
-    int32_t id;
+  struct Node {
+    int32_t id = -1;                                        // the token ending here, if any
+    std::vector<std::pair<unsigned char, uint32_t>> edges;  // byte -> child (never the root)
   };
-  std::vector<Entry> tokens_;
-  std::array<uint32_t, 257> start_{};
+
+  // The child of `node` along byte c, or 0 (the root) when there is none.
+  uint32_t next(uint32_t node, unsigned char c) const {
+    for (const auto& [b, child] : nodes_[node].edges)
+      if (b == c) return child;
+    return 0;
+  }
+
+  std::vector<Node> nodes_;
+  std::array<bool, 256> first_{};
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -655,6 +726,7 @@ struct Tokenizer::Impl {
     std::vector<Symbol> symbols;
     std::vector<uint64_t> heap;  // (rank << 32 | position), min first
     std::string text;
+    std::vector<utf8proc_int32_t> code_points;  // NFC scratch
   };
 
   std::string path;
@@ -664,6 +736,7 @@ struct Tokenizer::Impl {
   int32_t unk_id = -1;
   bool fuse_unk = false;
   bool ignore_merges = false;
+  bool nfc = false;  // the normalizer: NFC, or none
 
   struct AddedToken {
     std::string content;
@@ -681,6 +754,7 @@ struct Tokenizer::Impl {
   const uint64_t instance = next_instance++;
   static inline std::atomic<uint64_t> next_instance{1};
 
+  void load_normalizer(const json& normalizer);
   void load_model(const json& model);
   void load_pre_tokenizer(const json& pt);
   void load_added_tokens(const json& tokens);
@@ -694,6 +768,20 @@ struct Tokenizer::Impl {
   void bpe_uncached(std::string_view word, Work& w) const;
 };
 
+// NFC, a Sequence of NFCs (NFC twice is NFC once), or null.
+void Tokenizer::Impl::load_normalizer(const json& normalizer) {
+  if (normalizer.is_null()) return;
+  const std::string type = type_of(normalizer);
+  if (type == "Sequence") {
+    for (const json& n : normalizer.at("normalizers")) load_normalizer(n);
+  } else if (type == "NFC") {
+    nfc = true;
+  } else {
+    throw Error(
+        path, "normalizer '" + type + "' is not supported (only NFC, a Sequence of NFC, or null)");
+  }
+}
+
 void Tokenizer::Impl::load_model(const json& model) {
   if (!model.is_object()) throw Error(path, "missing 'model'");
   if (type_of(model) != "BPE")
@@ -701,9 +789,10 @@ void Tokenizer::Impl::load_model(const json& model) {
   const auto dropout = model.find("dropout");
   if (dropout != model.end() && !dropout->is_null() && dropout->get<double>() != 0.0)
     throw Error(path, "BPE dropout is not supported");
+  // GPT-2's file has "" for both, which changes nothing in HF's BPE.
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     const auto it = model.find(key);
-    if (it != model.end() && !it->is_null())
+    if (it != model.end() && !it->is_null() && *it != "")
       throw Error(path, std::string("BPE ") + key + " is not supported");
   }
   if (flag(model, "byte_fallback", false)) throw Error(path, "BPE byte_fallback is not supported");
@@ -823,11 +912,16 @@ void Tokenizer::Impl::load_added_tokens(const json& tokens) {
       throw Error(path, "added token '" + content + "' has id " + std::to_string(id) +
                             " but the vocab says " + std::to_string(in_vocab->second));
     added.push_back({content, static_cast<int32_t>(id), flag(t, "special", false)});
-    (flag(t, "normalized", true) ? added_normalized : added_plain)
-        .add(content, static_cast<int32_t>(id));
+    if (!flag(t, "normalized", true)) {
+      added_plain.add(content, static_cast<int32_t>(id));
+      continue;
+    }
+    // HF matches these in the normalized text, so it normalizes their content too.
+    std::string normalized;
+    std::vector<utf8proc_int32_t> scratch;
+    if (!nfc || !nfc_append(content, normalized, scratch)) normalized = content;
+    added_normalized.add(normalized, static_cast<int32_t>(id));
   }
-  added_plain.finish();
-  added_normalized.finish();
 }
 
 void Tokenizer::Impl::build_decoding_tables() {
@@ -870,9 +964,7 @@ Tokenizer Tokenizer::from_json(const nlohmann::json& j, const std::string& path)
       const auto it = j.find(key);
       return it == j.end() ? none : *it;
     };
-    if (!field("normalizer").is_null())
-      throw Error(path,
-                  "normalizer '" + type_of(field("normalizer")) + "' is not supported (only null)");
+    impl->load_normalizer(field("normalizer"));
     if (type_of(field("decoder")) != "ByteLevel")
       throw Error(path,
                   "decoder '" + type_of(field("decoder")) + "' is not supported (only ByteLevel)");
@@ -894,13 +986,17 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
-// Pass 0 takes out the added tokens matched in the raw text, pass 1 those HF matches in the
-// normalized text (the same text here: there is no normalizer), pass 2 pre-tokenizes the rest.
+// Pass 0 takes out the added tokens matched in the raw text, pass 1 normalizes each piece
+// pass 0 leaves and takes out the added tokens HF matches in the normalized text, pass 2
+// pre-tokenizes the rest.
 void Tokenizer::Impl::encode_added(std::string_view text, int pass, Work& w) const {
   if (pass == 2) {
     split_pieces(text, 0, [&](std::string_view word) { bpe(word, w); });
     return;
   }
+  // Pass 1 is entered once per piece of pass 0; what follows reads views into `normalized`.
+  std::string normalized;
+  if (pass == 1 && nfc && nfc_append(text, normalized, w.code_points)) text = normalized;
   const AddedMatcher& matcher = pass == 0 ? added_plain : added_normalized;
   if (matcher.empty()) {
     encode_added(text, pass + 1, w);
@@ -1019,7 +1115,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   if (bad != std::string_view::npos) throw Error("invalid UTF-8 at byte " + std::to_string(bad));
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 8);
-  Impl::Work w{out, WordCache::for_tokenizer(impl_->instance), {}, {}, {}};
+  Impl::Work w{out, WordCache::for_tokenizer(impl_->instance), {}, {}, {}, {}};
   impl_->encode_added(text, 0, w);
   return out;
 }
@@ -1043,6 +1139,9 @@ void Tokenizer::for_each_word(std::string_view text,
                               const std::function<void(std::string_view)>& fn) const {
   const size_t bad = first_invalid_utf8(text);
   if (bad != std::string_view::npos) throw Error("invalid UTF-8 at byte " + std::to_string(bad));
+  std::string normalized;
+  std::vector<utf8proc_int32_t> scratch;
+  if (impl_->nfc && nfc_append(text, normalized, scratch)) text = normalized;
   impl_->split_pieces(text, 0, fn);
 }
 
