@@ -50,7 +50,9 @@ double step_err(const float* got, const float* want, int64_t V) {
   return test::rel_err(std::vector<float>(got, got + V), std::vector<float>(want, want + V));
 }
 
-class Generate : public ::testing::TestWithParam<std::string> {};
+class Generate : public ::testing::TestWithParam<std::string> {
+  void SetUp() override { test::use_golden_conventions(GetParam()); }
+};
 
 // Every position's logits from the cache equal the full forward pass's, whether the tokens come
 // one at a time, as a prefill, or in chunks after a prefill.
@@ -176,7 +178,9 @@ TEST_P(Generate, SamplingIsSeededAndConsistent) {
 INSTANTIATE_TEST_SUITE_P(Models, Generate, ::testing::ValuesIn(model_dirs()), test::DirName());
 
 // HF's greedy generate() on the golden models (24 new tokens).
-class GoldenGenerate : public ::testing::TestWithParam<std::string> {};
+class GoldenGenerate : public ::testing::TestWithParam<std::string> {
+  void SetUp() override { test::use_golden_conventions(GetParam()); }
+};
 
 TEST_P(GoldenGenerate, GreedyReproducesTransformers) {
   const std::string dir = GetParam();

@@ -36,7 +36,9 @@ std::string hf_name(const ModelConfig& c, const TrainWeights::Param& p) {
   return p.per_layer ? hf_tensor_name(c, p.layer_role, p.layer) : hf_tensor_name(c, p.model_role);
 }
 
-class GoldenTraining : public ::testing::TestWithParam<std::string> {};
+class GoldenTraining : public ::testing::TestWithParam<std::string> {
+  void SetUp() override { test::use_golden_conventions(GetParam()); }
+};
 
 TEST_P(GoldenTraining, FullGradientsOfEveryParameter) {
   const std::string dir = GetParam();

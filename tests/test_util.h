@@ -25,9 +25,9 @@ inline std::vector<std::string> dirs_from_env(const char* var, const std::string
 
 // Model golden directories (config.json, model.safetensors, golden*.safetensors, golden.json).
 inline std::vector<std::string> golden_model_dirs() {
-  return dirs_from_env("HEADSURGEON_GOLDEN_DIRS", std::string(HS_TEST_DATA) +
-                                                      "/golden/models/tiny16:" HS_TEST_DATA
-                                                      "/golden/models/tiny8");
+  const std::string d = std::string(HS_TEST_DATA) + "/golden/models/";
+  return dirs_from_env("HEADSURGEON_GOLDEN_DIRS",
+                       d + "tiny16:" + d + "tiny8:" + d + "mpt8:" + d + "falconrw8");
 }
 
 // Tokenizer golden directories (tokenizer.json + cases.json): BLOOM's and GPT-NeoX-20B's.

@@ -2,7 +2,10 @@
 // per head: tiiuae/falcon-rw-1b and -7b; HF FalconForCausalLM). The BLOOM block with: no
 // embedding LayerNorm, exact GELU, and the ALiBi bias added before the 1/sqrt(hd) scale and
 // computed in bfloat16. The RoPE Falcons (7b/40b/180b) are refused.
+#include <cstdlib>
+
 #include "model/family.h"
+#include "util/error.h"
 
 namespace hs {
 
@@ -43,6 +46,16 @@ ModelConfig parse(const ConfigKeys& k) {
     k.fail("activation '" + act + "' is not supported (gelu, gelu_new, gelu_pytorch_tanh)");
   c.alibi.bias_before_scale = true;
   c.alibi.bf16_bias = true;
+  // The model as trained (the original Falcon-RW code, and HF's default SDPA path) adds the bias
+  // once. HF transformers 5.x's eager attention, the path output_attentions=True takes, adds it
+  // a second time (its causal mask already holds bias/sqrt(hd)); that is reproduced on request,
+  // to compare with numbers HF reports that way (docs/numerics.md).
+  if (const char* env = std::getenv("HEADSURGEON_FALCON_ALIBI"); env && *env) {
+    const std::string v = env;
+    if (v != "once" && v != "hf-eager")
+      throw Error("HEADSURGEON_FALCON_ALIBI", "'" + v + "' is not one of once, hf-eager");
+    c.alibi.hf_eager_twice = v == "hf-eager";
+  }
   return c;
 }
 

@@ -3,6 +3,8 @@
 //   BLOOM, MPT:  s = (q·k)·scale + slope·j
 //   Falcon-RW:   s = (q·k + bias_j)·scale, bias_j = bf16(bf16(slope)·bf16(j))  (HF computes the
 //                bias in bfloat16; slopes of non-power-of-two head counts then round visibly)
+//   Falcon-RW as HF transformers 5.x's eager attention computes it (output_attentions=True):
+//                s = (q·k + bias_j)·scale + bias_j·scale, the bias counted twice (docs/numerics.md)
 // j is the key's position (0 = the first token). Softmax is shift-invariant per row, so slope·j
 // is the usual recency penalty -slope·(t - j) up to a constant.
 #pragma once
@@ -19,6 +21,7 @@ struct AlibiParams {
   double scale = 0;                // softmax scale; 0 = 1/sqrt(head_dim)
   bool bias_before_scale = false;  // Falcon: the bias is added to q·k before the scale
   bool bf16_bias = false;          // Falcon (HF): the bias is computed in bfloat16
+  bool hf_eager_twice = false;     // Falcon: HF 5.x eager's second bias (compatibility only)
 };
 
 // Round to the nearest bfloat16 (ties to even), kept as a float.
@@ -49,7 +52,8 @@ HS_HD T alibi_score(T dot, T scale, float slope, int64_t j, const AlibiParams& a
   if (!a.bias_before_scale) return dot * scale + T(slope) * T(j);
   const float bias =
       a.bf16_bias ? bf16_round(bf16_round(slope) * bf16_round(float(j))) : slope * float(j);
-  return (dot + T(bias)) * scale;
+  const T s = (dot + T(bias)) * scale;
+  return a.hf_eager_twice ? s + T(bias) * scale : s;
 }
 
 }  // namespace hs
