@@ -31,6 +31,7 @@ struct FamilySpec {
   std::optional<double> clip_qkv = std::nullopt, softmax_scale = std::nullopt;  // mpt attn_config
   std::optional<double> alibi_bias_max = std::nullopt;  // mpt attn_config (8 when unset)
   nlohmann::json logit_scale = nullptr;                 // mpt: null, a number or "inv_sqrt_d_model"
+  DType dtype = DType::F32;                             // storage type of every tensor
 };
 
 namespace random_family_detail {
@@ -65,7 +66,7 @@ inline void require(bool ok, const std::string& what) {
 
 }  // namespace random_family_detail
 
-// Writes DIR/config.json and an F32 DIR/model.safetensors of the model `s` with tensors drawn
+// Writes DIR/config.json and a DIR/model.safetensors of the model `s` with tensors drawn
 // from std::mt19937 seeded with `seed` (same seed and spec, same bytes). Returns dir.
 inline std::string write_random_family_model(const std::string& dir, const FamilySpec& s,
                                              uint64_t seed) {
@@ -165,21 +166,25 @@ inline std::string write_random_family_model(const std::string& dir, const Famil
     layer_norm(specs, "transformer.ln_f", d, true);
   }
   if (!s.tied) specs.push_back({"lm_head.weight", {V, d}, 0.0f, 0.5f});
-  config["dtype"] = "float32";
+  config["dtype"] = s.dtype == DType::BF16  ? "bfloat16"
+                    : s.dtype == DType::F16 ? "float16"
+                                            : "float32";
   config.update(tokens);
 
   std::seed_seq seq{uint32_t(seed), uint32_t(seed >> 32)};
   std::mt19937 rng(seq);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<std::vector<float>> data;
+  std::vector<std::vector<std::byte>> data;
   data.reserve(specs.size());
   std::vector<TensorToWrite> tensors;
   for (const Spec& sp : specs) {
     int64_t n = 1;
     for (int64_t x : sp.shape) n *= x;
-    data.emplace_back(n);
-    for (float& x : data.back()) x = sp.mean + sp.std * normal(rng);
-    tensors.push_back({sp.name, DType::F32, sp.shape, data.back().data(), size_t(n) * 4});
+    std::vector<float> v(n);
+    for (float& x : v) x = sp.mean + sp.std * normal(rng);
+    data.emplace_back(size_t(n) * dtype_size(s.dtype));
+    convert_from_f32(v.data(), size_t(n), s.dtype, data.back().data());
+    tensors.push_back({sp.name, s.dtype, sp.shape, data.back().data(), data.back().size()});
   }
   std::filesystem::create_directories(dir);
   write_safetensors(dir + "/model.safetensors", tensors);

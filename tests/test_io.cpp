@@ -21,6 +21,7 @@
 #include <tuple>
 #include <vector>
 
+#include "golden_data.h"
 #include "io/dtype.h"
 #include "io/safetensors.h"
 #include "model/checkpoint.h"
@@ -1270,6 +1271,130 @@ TEST(Config, ToJsonRoundTripKeepsUnknownKeys) {
   const json tiny = json::parse(read_file(kTiny8 + "/config.json"));
   const json back = ModelConfig::from_json(tiny, "tiny").to_json(tiny);
   for (const auto& [key, value] : tiny.items()) EXPECT_EQ(back.at(key), value) << key;
+}
+
+// Every family reads its own keys into one ModelConfig; what headsurgeon does not implement is
+// refused in one line naming the key and why.
+TEST(Config, MptAndFalconKeys) {
+  const ModelConfig m =
+      parse(R"({"model_type": "mpt", "d_model": 64, "n_heads": 8, "n_layers": 3,)"
+            R"( "vocab_size": 100, "expansion_ratio": 3, "no_bias": false,)"
+            R"( "logit_scale": "inv_sqrt_d_model", "attn_config": {"alibi": true,)"
+            R"( "alibi_bias_max": 16, "clip_qkv": 6, "softmax_scale": 0.25}})");
+  EXPECT_EQ(m.family, Family::mpt);
+  EXPECT_EQ(m.ffn, 192);
+  EXPECT_TRUE(m.linear_bias && m.norm_bias);
+  EXPECT_FALSE(m.emb_norm);
+  EXPECT_EQ(m.act, Gelu::erf);
+  EXPECT_EQ(m.qkv_layout, QkvLayout::blocked);
+  EXPECT_EQ(m.alibi_bias_max, 16);
+  EXPECT_EQ(m.clip_qkv, 6);
+  EXPECT_EQ(m.alibi.scale, 0.25);
+  EXPECT_DOUBLE_EQ(m.logit_scale, 0.125);
+  const ModelConfig mpt_defaults =
+      parse(R"({"model_type": "mpt", "d_model": 64, "n_heads": 8, "n_layers": 3,)"
+            R"( "vocab_size": 100, "attn_config": {"alibi": true}})");
+  EXPECT_FALSE(mpt_defaults.linear_bias || mpt_defaults.norm_bias);  // no_bias defaults to true
+  EXPECT_EQ(mpt_defaults.ffn, 256);
+  EXPECT_EQ(mpt_defaults.logit_scale, 1);
+  const ModelConfig f = parse(R"({"model_type": "falcon", "hidden_size": 64, "n_head": 8,)"
+                              R"( "num_hidden_layers": 2, "vocab_size": 100, "alibi": true,)"
+                              R"( "bias": true, "multi_query": false, "parallel_attn": false,)"
+                              R"( "tie_word_embeddings": false, "ffn_hidden_size": 96})");
+  EXPECT_EQ(f.family, Family::falcon);
+  EXPECT_EQ(f.n_head, 8);
+  EXPECT_EQ(f.ffn, 96);
+  EXPECT_TRUE(f.alibi.bias_before_scale && f.alibi.bf16_bias);
+  EXPECT_FALSE(f.tied_head);
+  EXPECT_FALSE(f.emb_norm);
+  EXPECT_EQ(f.act, Gelu::erf);
+  // Written back, each family's config reads to the same description.
+  for (const ModelConfig& c : {m, f}) {
+    const ModelConfig r = ModelConfig::from_json(c.to_json(), "back.json");
+    EXPECT_EQ(r.family, c.family);
+    EXPECT_EQ(r.hidden, c.hidden);
+    EXPECT_EQ(r.ffn, c.ffn);
+    EXPECT_EQ(r.linear_bias, c.linear_bias);
+    EXPECT_EQ(r.clip_qkv, c.clip_qkv);
+    EXPECT_EQ(r.alibi.scale, c.alibi.scale);
+    EXPECT_EQ(r.alibi_bias_max, c.alibi_bias_max);
+    EXPECT_DOUBLE_EQ(r.logit_scale, c.logit_scale);
+    EXPECT_EQ(r.tied_head, c.tied_head);
+  }
+}
+
+TEST(Config, UnsupportedVariantsAreRefusedByName) {
+  const std::string mpt = R"({"model_type": "mpt", "d_model": 64, "n_heads": 8, "n_layers": 3,)"
+                          R"( "vocab_size": 100, )";
+  EXPECT_HS_ERROR(parse(mpt + R"("attn_config": {"alibi": false}})"), "cfg.json",
+                  "attn_config.alibi");
+  EXPECT_HS_ERROR(parse(mpt + R"("attn_config": {}})"), "cfg.json", "attn_config.alibi");
+  EXPECT_HS_ERROR(parse(mpt + R"("attn_config": {"alibi": true, "qk_ln": true}})"), "cfg.json",
+                  "qk_ln");
+  EXPECT_HS_ERROR(parse(mpt + R"("attn_config": {"alibi": true, "kv_n_heads": 2}})"), "cfg.json",
+                  "kv_n_heads", "below", "grouped-query");
+  EXPECT_HS_ERROR(
+      parse(mpt + R"("attn_config": {"alibi": true, "attn_type": "multiquery_attention"}})"),
+      "cfg.json", "multiquery_attention");
+  EXPECT_HS_ERROR(parse(mpt + R"("norm_type": "rmsnorm", "attn_config": {"alibi": true}})"),
+                  "cfg.json", "rmsnorm");
+  EXPECT_HS_ERROR(parse(mpt + R"("logit_scale": "huge", "attn_config": {"alibi": true}})"),
+                  "cfg.json", "logit_scale");
+  EXPECT_HS_ERROR(parse(mpt + R"("attn_config": {"alibi": true, "clip_qkv": -1}})"), "cfg.json",
+                  "clip_qkv");
+  EXPECT_HS_ERROR(parse(mpt + R"("attn_config": 3})"), "cfg.json", "attn_config");
+  const std::string falcon = R"({"model_type": "falcon", "hidden_size": 64, "n_head": 8,)"
+                             R"( "n_layer": 2, "vocab_size": 100, )";
+  EXPECT_HS_ERROR(
+      parse(falcon + R"("alibi": false, "multi_query": false, "parallel_attn": false})"),
+      "cfg.json", "alibi", "rotary");
+  EXPECT_HS_ERROR(parse(falcon + R"("multi_query": false, "parallel_attn": false})"), "cfg.json",
+                  "alibi", "rotary");
+  EXPECT_HS_ERROR(parse(falcon + R"("alibi": true, "parallel_attn": false})"), "cfg.json",
+                  "multi_query");
+  EXPECT_HS_ERROR(parse(falcon + R"("alibi": true, "multi_query": false})"), "cfg.json",
+                  "parallel_attn");
+  EXPECT_HS_ERROR(parse(falcon + R"("alibi": true, "multi_query": false, "parallel_attn": false,)"
+                                 R"( "new_decoder_architecture": true})"),
+                  "cfg.json", "new_decoder_architecture");
+  EXPECT_HS_ERROR(parse(falcon + R"("alibi": true, "multi_query": false, "parallel_attn": false,)"
+                                 R"( "activation": "relu"})"),
+                  "cfg.json", "relu");
+  EXPECT_HS_ERROR(parse(R"({"model_type": "llama", "hidden_size": 64})"), "cfg.json", "llama",
+                  "not supported");
+}
+
+// A tensor missing or misshaped in an MPT or Falcon checkpoint: named by its HF name, its role
+// and the shape the config implies.
+TEST(Config, FamilyTensorErrorsNameTheTensorRoleAndShape) {
+  const fs::path tmp = fs::temp_directory_path() / ("hs_famerr_" + std::to_string(::getpid()));
+  const std::string mpt8 = std::string(HS_TEST_DATA) + "/golden/models/mpt8";
+  const std::string falcon = std::string(HS_TEST_DATA) + "/golden/models/falconrw8";
+  test::copy_model_edited(mpt8, tmp / "mpt", [](const std::string&, std::vector<std::byte>&) {});
+  SafetensorsFile src((tmp / "mpt" / "model.safetensors").string());
+  std::vector<TensorToWrite> keep;
+  for (const auto& [name, t] : src.tensors())
+    if (name != "transformer.blocks.1.norm_1.weight")
+      keep.push_back({name, t.dtype, t.shape, t.data, t.nbytes});
+  write_safetensors((tmp / "mpt_missing.safetensors").string(), keep);
+  fs::rename(tmp / "mpt_missing.safetensors", tmp / "mpt" / "model.safetensors");
+  EXPECT_HS_ERROR(Checkpoint((tmp / "mpt").string()), "model.safetensors",
+                  "'transformer.blocks.1.norm_1.weight'", "attn_norm of layer 1", "[64]");
+
+  test::copy_model_edited(falcon, tmp / "falcon",
+                          [](const std::string&, std::vector<std::byte>&) {});
+  SafetensorsFile fsrc((tmp / "falcon" / "model.safetensors").string());
+  std::vector<TensorToWrite> ts;
+  for (const auto& [name, t] : fsrc.tensors()) {
+    TensorToWrite w{name, t.dtype, t.shape, t.data, t.nbytes};
+    if (name == "transformer.h.2.mlp.dense_h_to_4h.weight") w.shape = {64, 256};
+    ts.push_back(w);
+  }
+  write_safetensors((tmp / "f.safetensors").string(), ts);
+  fs::rename(tmp / "f.safetensors", tmp / "falcon" / "model.safetensors");
+  EXPECT_HS_ERROR(Checkpoint((tmp / "falcon").string()), "transformer.h.2.mlp.dense_h_to_4h.weight",
+                  "ffn_up of layer 2", "[64, 256]", "expected [256, 64]");
+  fs::remove_all(tmp);
 }
 
 // ---------------------------------------------------------------------------------------------

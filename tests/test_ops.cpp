@@ -1,6 +1,6 @@
-// The optimized CPU forward pass against a plain float64 reference written from DESIGN §2, on
-// random models whose shapes the golden data does not cover (non-power-of-two head counts, the
-// post-LayerNorm residual variant, half-precision weights).
+// The CPU operations: every backward against finite differences in float64, the ALiBi slopes
+// and score conventions of every family, the qkv layout permutation, chunked log-sum-exp.
+// (Whole models against the float64 reference: test_families.cpp.)
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,7 +13,6 @@
 #include "io/safetensors.h"
 #include "model/alibi.h"
 #include "ops/cpu/ops.h"
-#include "random_bloom.h"
 
 namespace hs {
 namespace {
@@ -36,6 +35,75 @@ TEST(Alibi, SlopesPowerOfTwoAndOthers) {
   EXPECT_FLOAT_EQ(s112[111], float(std::pow(std::pow(2.0, -4.0 / 64), 95)));
   EXPECT_EQ(alibi_slopes(1).size(), 1u);
   EXPECT_FLOAT_EQ(alibi_slopes(1)[0], 1.0f / 256);
+}
+
+// MPT writes the slopes as 2^(-B i / N), i = 1..N with N = 2^ceil(log2 H), reordered odd
+// positions first then even, cut to H: the same numbers as the one formula, for any bias max.
+TEST(Alibi, MptFormulaGivesTheSameSlopes) {
+  for (int64_t H : {1, 3, 6, 8, 12, 16, 20, 112})
+    for (double B : {8.0, 16.0, 4.0}) {
+      int64_t N = 1;
+      while (N < H) N *= 2;
+      std::vector<double> base;
+      for (int64_t i = 1; i <= N; ++i) base.push_back(std::pow(2.0, -B * double(i) / double(N)));
+      std::vector<double> mpt;
+      if (N != H) {
+        for (int64_t i = 1; i < N; i += 2) mpt.push_back(base[i]);
+        for (int64_t i = 0; i < N; i += 2) mpt.push_back(base[i]);
+      } else {
+        mpt = base;
+      }
+      const auto ours = alibi_slopes(H, B);
+      for (int64_t h = 0; h < H; ++h)
+        EXPECT_NEAR(ours[h], mpt[h], 1e-7 * mpt[h]) << H << " heads, B " << B << ", head " << h;
+    }
+}
+
+// Falcon's bias in bfloat16 (HF: slopes.bfloat16() * arange): rounding to nearest even, and
+// visible for a non-power-of-two slope.
+TEST(Alibi, FalconBiasInBfloat16) {
+  EXPECT_EQ(bf16_round(1.0f), 1.0f);
+  EXPECT_EQ(bf16_round(1.0f + 0x1p-8f), 1.0f);                // a tie rounds to even
+  EXPECT_EQ(bf16_round(1.0f + 3 * 0x1p-8f), 1.0f + 0x1p-6f);  // the other tie, up to even
+  EXPECT_EQ(bf16_round(1.0f + 0x1p-7f), 1.0f + 0x1p-7f);      // representable
+  const AlibiParams falcon{0, true, true};
+  const float slope = 0.70710677f;  // 12 heads: head 8's slope 2^-0.5
+  // bf16(slope) = 0.70703125; times j = 3 is 2.12109375, which rounds to 2.125 in bf16.
+  EXPECT_EQ(bf16_round(slope), 0.70703125f);
+  EXPECT_EQ(alibi_score<double>(0.0, 1.0, slope, 3, falcon), 2.125);
+  EXPECT_EQ(alibi_score<double>(1.5, 0.5, slope, 3, falcon), (1.5 + 2.125) * 0.5);
+  // BLOOM and MPT: q.k scaled, then the bias slope * j, unrounded.
+  EXPECT_EQ(alibi_score<double>(1.5, 0.5, slope, 3, AlibiParams{}), 0.75 + double(slope) * 3);
+  // HF 5.x eager Falcon: the bias a second time, scaled.
+  const AlibiParams eager{0, true, true, true};
+  EXPECT_EQ(alibi_score<double>(1.5, 0.5, slope, 3, eager), (1.5 + 2.125) * 0.5 + 2.125 * 0.5);
+}
+
+// MPT's [Q|K|V] rows to the internal per-head order and back: a permutation that moves part p
+// of head h from rows p*d + h*hd to (3h + p)*hd, exact in both directions, also in pieces.
+TEST(QkvLayout, BlockedPermutationRoundTrips) {
+  const int64_t H = 3, hd = 2, d = H * hd, cols = 5;
+  std::vector<float> file(3 * d * cols);
+  for (size_t i = 0; i < file.size(); ++i) file[i] = float(i);
+  const size_t rb = cols * sizeof(float);
+  std::vector<float> internal(file.size()), back(file.size());
+  auto bytes = [](auto& v) { return reinterpret_cast<std::byte*>(v.data()); };
+  qkv_copy_rows(QkvLayout::blocked, false, bytes(file), bytes(internal), 0, 3 * d, rb, H, hd);
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t p = 0; p < 3; ++p)
+      for (int64_t i = 0; i < hd; ++i)
+        for (int64_t c = 0; c < cols; ++c)
+          EXPECT_EQ(internal[(qkv_row(h, p, hd) + i) * cols + c],
+                    file[(p * d + h * hd + i) * cols + c]);
+  // Rows 3..10 alone (a chunk that cuts through heads) land where the whole copy put them.
+  std::vector<float> part(8 * cols);
+  qkv_copy_rows(QkvLayout::blocked, false, bytes(file), bytes(part), 3, 8, rb, H, hd);
+  for (size_t i = 0; i < part.size(); ++i) EXPECT_EQ(part[i], internal[3 * cols + i]);
+  qkv_copy_rows(QkvLayout::blocked, true, bytes(internal), bytes(back), 0, 3 * d, rb, H, hd);
+  EXPECT_EQ(back, file);
+  // The per-head layout is the identity.
+  qkv_copy_rows(QkvLayout::per_head, false, bytes(file), bytes(back), 0, 3 * d, rb, H, hd);
+  EXPECT_EQ(back, file);
 }
 
 TEST(LogSumExp, ChunkedEqualsDirect) {
@@ -264,184 +332,6 @@ TEST(FiniteDifferences, CrossEntropyChunk) {
   }
   expect_gradient(logits, d, loss, "cross-entropy dlogits");
 }
-
-// ---- a plain float64 BLOOM, written as directly from the specification as possible ----------
-
-struct RefModel {
-  int64_t d, H, L, V;
-  bool post_ln;
-  std::map<std::string, std::vector<double>> w;  // canonical names
-};
-
-using Mat = std::vector<double>;
-
-Mat ref_ln(const Mat& x, int64_t T, int64_t d, const Mat& g, const Mat& b) {
-  Mat y(x.size());
-  for (int64_t t = 0; t < T; ++t) {
-    double mu = 0, var = 0;
-    for (int64_t i = 0; i < d; ++i) mu += x[t * d + i] / d;
-    for (int64_t i = 0; i < d; ++i) var += (x[t * d + i] - mu) * (x[t * d + i] - mu) / d;
-    for (int64_t i = 0; i < d; ++i)
-      y[t * d + i] = (x[t * d + i] - mu) / std::sqrt(var + 1e-5) * g[i] + b[i];
-  }
-  return y;
-}
-
-Mat ref_linear(const Mat& x, int64_t T, int64_t in, const Mat& W, const Mat& b, int64_t out) {
-  Mat y(T * out);
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t o = 0; o < out; ++o) {
-      double s = b.empty() ? 0 : b[o];
-      for (int64_t i = 0; i < in; ++i) s += x[t * in + i] * W[o * in + i];
-      y[t * out + o] = s;
-    }
-  return y;
-}
-
-struct RefOut {
-  Mat logits;
-  std::vector<double> bos, ent, loc;  // [L*H]
-};
-
-RefOut ref_forward(const RefModel& m, const std::vector<int32_t>& ids) {
-  const int64_t T = int64_t(ids.size()), d = m.d, H = m.H, hd = d / H;
-  auto W = [&](const std::string& n) -> const Mat& { return m.w.at(n); };
-  Mat x(T * d);
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t i = 0; i < d; ++i) x[t * d + i] = W("word_embeddings.weight")[ids[t] * d + i];
-  x = ref_ln(x, T, d, W("word_embeddings_layernorm.weight"), W("word_embeddings_layernorm.bias"));
-  const auto slopes = alibi_slopes(H);
-  RefOut r;
-  for (int64_t l = 0; l < m.L; ++l) {
-    const std::string p = "h." + std::to_string(l) + ".";
-    Mat a = ref_ln(x, T, d, W(p + "input_layernorm.weight"), W(p + "input_layernorm.bias"));
-    Mat qkv = ref_linear(a, T, d, W(p + "self_attention.query_key_value.weight"),
-                         W(p + "self_attention.query_key_value.bias"), 3 * d);
-    Mat ctx(T * d, 0);
-    for (int64_t h = 0; h < H; ++h) {
-      double bos = 0, ent = 0, loc = 0;
-      for (int64_t t = 0; t < T; ++t) {
-        std::vector<double> s(t + 1);
-        double mx = -1e300, z = 0;
-        for (int64_t j = 0; j <= t; ++j) {
-          double dot = 0;
-          for (int64_t i = 0; i < hd; ++i)
-            dot += qkv[t * 3 * d + h * 3 * hd + i] * qkv[j * 3 * d + h * 3 * hd + hd + i];
-          s[j] = dot / std::sqrt(double(hd)) + double(slopes[h]) * j;
-          mx = std::max(mx, s[j]);
-        }
-        for (auto& v : s) z += (v = std::exp(v - mx));
-        for (int64_t j = 0; j <= t; ++j) {
-          s[j] /= z;
-          for (int64_t i = 0; i < hd; ++i)
-            ctx[t * d + h * hd + i] += s[j] * qkv[j * 3 * d + h * 3 * hd + 2 * hd + i];
-          ent -= s[j] * std::log(std::max(s[j], 1e-10));
-          if (j >= t - 2) loc += s[j];
-        }
-        bos += s[0];
-      }
-      r.bos.push_back(bos / T);
-      r.ent.push_back(ent / T);
-      r.loc.push_back(loc / T);
-    }
-    Mat o = ref_linear(ctx, T, d, W(p + "self_attention.dense.weight"),
-                       W(p + "self_attention.dense.bias"), d);
-    const Mat& res1 = m.post_ln ? a : x;
-    for (int64_t i = 0; i < T * d; ++i) o[i] += res1[i];
-    x = o;
-    Mat b = ref_ln(x, T, d, W(p + "post_attention_layernorm.weight"),
-                   W(p + "post_attention_layernorm.bias"));
-    Mat h1 = ref_linear(b, T, d, W(p + "mlp.dense_h_to_4h.weight"), W(p + "mlp.dense_h_to_4h.bias"),
-                        4 * d);
-    for (auto& v : h1)
-      v = 0.5 * v * (1 + std::tanh(0.7978845608028654 * v * (1 + 0.044715 * v * v)));
-    Mat o2 = ref_linear(h1, T, 4 * d, W(p + "mlp.dense_4h_to_h.weight"),
-                        W(p + "mlp.dense_4h_to_h.bias"), d);
-    const Mat& res2 = m.post_ln ? b : x;
-    for (int64_t i = 0; i < T * d; ++i) o2[i] += res2[i];
-    x = o2;
-  }
-  x = ref_ln(x, T, d, W("ln_f.weight"), W("ln_f.bias"));
-  r.logits = ref_linear(x, T, d, W("word_embeddings.weight"), {}, m.V);
-  return r;
-}
-
-// Writes a random checkpoint (prefix-less names, given dtype) and returns the fp64 values as
-// stored (i.e. after rounding to the dtype), so the reference sees exactly what we load.
-RefModel write_random(const fs::path& dir, int64_t d, int64_t H, int64_t L, int64_t V, bool post_ln,
-                      DType dt, uint32_t seed) {
-  fs::create_directories(dir);
-  RefModel m{d, H, L, V, post_ln, {}};
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0, 1);
-  const auto specs = hs::test::random_bloom_specs(d, L, V);
-  std::vector<std::vector<std::byte>> bufs;
-  std::vector<TensorToWrite> tw;
-  for (auto& [name, shape, scale, offset] : specs) {
-    int64_t n = 1;
-    for (auto s : shape) n *= s;
-    std::vector<float> v(n);
-    for (auto& x : v) x = offset + scale * nd(rng);
-    std::vector<std::byte> raw(n * dtype_size(dt));
-    convert_from_f32(v.data(), n, dt, raw.data());
-    std::vector<float> back(n);
-    convert_to_f32(dt, raw.data(), n, back.data());
-    m.w[name] = Mat(back.begin(), back.end());
-    bufs.push_back(std::move(raw));
-    tw.push_back({name, dt, shape, bufs.back().data(), bufs.back().size()});
-  }
-  write_safetensors((dir / "model.safetensors").string(), tw);
-  std::ofstream(dir / "config.json") << bloom_config(d, H, L, V, post_ln).to_json().dump(2);
-  return m;
-}
-
-struct Case {
-  int64_t d, H, L, V;
-  bool post_ln;
-  DType dt;
-  int64_t T;
-};
-
-class ReferenceForward : public ::testing::TestWithParam<Case> {};
-
-TEST_P(ReferenceForward, MatchesFloat64Reference) {
-  const Case c = GetParam();
-  const fs::path dir = fs::temp_directory_path() /
-                       ("hs_ref_" + std::to_string(::getpid()) + "_" + std::to_string(c.H) + "_" +
-                        std::to_string(c.post_ln) + "_" + dtype_name(c.dt));
-  const RefModel ref = write_random(dir, c.d, c.H, c.L, c.V, c.post_ln, c.dt, 1234);
-  std::mt19937 rng(99);
-  std::vector<int32_t> ids(c.T);
-  for (auto& v : ids) v = int32_t(rng() % c.V);
-  const RefOut want = ref_forward(ref, ids);
-
-  for (int64_t cache : {int64_t(1) << 40, int64_t(0)}) {  // resident and streamed
-    Model model(dir.string(), ModelOptions{cache});
-    ForwardOptions o;
-    o.logits = o.head_stats = true;
-    const auto got = forward(model, {ids}, o);
-    std::vector<float> w(want.logits.begin(), want.logits.end());
-    double num = 0, den = 0;
-    for (size_t i = 0; i < w.size(); ++i) {
-      num = std::max(num, std::abs(double(got[0].logits[i]) - want.logits[i]));
-      den = std::max(den, std::abs(want.logits[i]));
-    }
-    EXPECT_LE(num / den, 1e-4) << "logits, max-abs-error / max-abs-value";
-    for (size_t k = 0; k < want.bos.size(); ++k) {
-      EXPECT_NEAR(got[0].bos_mass[k], want.bos[k], 1e-5) << k;
-      EXPECT_NEAR(got[0].entropy[k], want.ent[k], 1e-5) << k;
-      EXPECT_NEAR(got[0].local_mass[k], want.loc[k], 1e-5) << k;
-    }
-  }
-  fs::remove_all(dir);
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, ReferenceForward,
-    ::testing::Values(Case{48, 12, 2, 300, true, DType::F32, 37},   // 12 heads, post-LN
-                      Case{48, 6, 2, 301, false, DType::BF16, 20},  // 6 heads, bf16 weights
-                      Case{40, 5, 1, 97, true, DType::F16, 9},      // 5 heads, fp16 weights
-                      Case{32, 1, 2, 64, false, DType::F32, 1}));   // one head, one token
 
 }  // namespace
 }  // namespace hs

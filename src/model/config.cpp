@@ -25,6 +25,12 @@ const json* ConfigKeys::find(const char* key) const {
 
 bool ConfigKeys::has(const char* key) const { return find(key) != nullptr; }
 
+const json& ConfigKeys::raw(const char* key) const {
+  static const nlohmann::json kNull;
+  const nlohmann::json* it = find(key);
+  return it ? *it : kNull;
+}
+
 void ConfigKeys::fail(const std::string& msg) const { throw Error(path_, msg); }
 
 std::optional<int64_t> ConfigKeys::find_int(std::initializer_list<const char*> names) const {

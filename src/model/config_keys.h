@@ -27,6 +27,8 @@ class ConfigKeys {
   // The nested object under key (absent or null: an empty object).
   ConfigKeys object(const char* key) const;
   bool has(const char* key) const;
+  // The raw value (null when absent).
+  const nlohmann::json& raw(const char* key) const;
 
   [[noreturn]] void fail(const std::string& msg) const;
   const std::string& path() const { return path_; }

@@ -64,14 +64,13 @@ ModelConfig parse(const ConfigKeys& k) {
     if (!(*s > 0)) a.fail("attn_config.softmax_scale must be positive or null");
     c.alibi.scale = *s;
   }
-  if (k.has("logit_scale")) {
-    if (const auto s = k.find_string("logit_scale"); s) {
-      if (*s != "inv_sqrt_d_model")
-        k.fail("logit_scale '" + *s + "' is not a number or \"inv_sqrt_d_model\"");
-      c.logit_scale = 1.0 / std::sqrt(double(c.hidden));
-    } else {
-      c.logit_scale = *k.find_number("logit_scale");
-    }
+  if (const auto& j = k.raw("logit_scale"); j.is_string()) {
+    if (j != "inv_sqrt_d_model")
+      k.fail("logit_scale " + j.dump() + " is not a number or \"inv_sqrt_d_model\"");
+    c.logit_scale = 1.0 / std::sqrt(double(c.hidden));
+  } else if (const auto s = k.find_number("logit_scale")) {
+    if (!(*s > 0)) k.fail("logit_scale must be positive, a number or \"inv_sqrt_d_model\"");
+    c.logit_scale = *s;
   }
   return c;
 }
