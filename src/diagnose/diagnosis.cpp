@@ -159,6 +159,7 @@ json to_json(const Diagnosis& d) {
   auto index_or_null = [&](int v) { return b.found ? json(v) : json(nullptr); };
   return {{"version", 1},
           {"model", d.model},
+          {"family", d.family},
           {"layers", d.layers},
           {"heads", d.heads},
           {"bos", d.bos},
@@ -256,6 +257,10 @@ Diagnosis diagnosis_from_json(const json& j, const std::string& path) {
   if (!model.is_string())
     r.fail("model", std::string("expected a string, got ") + model.type_name());
   d.model = model.get<std::string>();
+  if (const auto f = j.find("family"); f != j.end()) {
+    if (!f->is_string()) r.fail("family", std::string("expected a string, got ") + f->type_name());
+    d.family = f->get<std::string>();
+  }
   d.layers = r.integer(r.field(j, "", "layers"), "layers", 1, kIntMax);
   d.heads = r.integer(r.field(j, "", "heads"), "heads", 1, kIntMax);
   const json& bos = r.field(j, "", "bos");

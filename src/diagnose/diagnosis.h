@@ -43,6 +43,7 @@ struct Band {
 
 struct Diagnosis {
   std::string model;
+  std::string family;  // "bloom", "mpt", "falcon" ("" in files written before it was recorded)
   int layers = 0, heads = 0;
   bool bos = false;  // whether <s> was prepended
   std::vector<std::string> prompts;

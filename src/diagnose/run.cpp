@@ -13,6 +13,7 @@ Diagnosis diagnose(Engine& model, const Tokenizer& tok, const DiagnoseOptions& o
   const ModelConfig& c = model.config();
   Diagnosis d;
   d.model = model_name;
+  d.family = family_name(c.family);
   d.layers = int(c.n_layer);
   d.heads = int(c.n_head);
   d.bos = opts.bos;
