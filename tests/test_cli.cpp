@@ -1,5 +1,5 @@
 // The headsurgeon binary as a user meets it: outputs, JSON contracts, exit codes, and one clear
-// error line (naming the file and the problem) for each kind of bad input (DESIGN §8).
+// error line (naming the file and the problem) for each kind of bad input (docs/numerics.md §5).
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>

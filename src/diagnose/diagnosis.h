@@ -1,5 +1,5 @@
 // A diagnosis: per-head attention statistics of a model on one or more prompts, the class of
-// every head (DESIGN §1), the sick band, and its reports (text table, JSON, SVG).
+// every head (docs/numerics.md §1), the sick band, and its reports (text table, JSON, SVG).
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -1,4 +1,4 @@
-// MLP dormancy (DESIGN §1): neuron i of a layer is dormant when
+// MLP dormancy (docs/numerics.md §1): neuron i of a layer is dormant when
 // ||W_up[i,:]|| * ||W_down[:,i]|| < threshold (dense_h_to_4h row i, dense_4h_to_h column i).
 #pragma once
 

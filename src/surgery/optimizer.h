@@ -1,5 +1,5 @@
 // AdamW, learning-rate schedule and gradient clipping with PyTorch's exact semantics, on the
-// trainable tensors only (DESIGN §1, §4).
+// trainable tensors only (docs/numerics.md §3).
 #pragma once
 
 #include <cstddef>

@@ -1,4 +1,4 @@
-// The surgical repair run (DESIGN §1, §4): re-initialise the target heads, train only their
+// The surgical repair run (docs/numerics.md §3): re-initialise the target heads, train only their
 // slices on a corpus, evaluate every few epochs, keep checkpoints, stop early; resumable and
 // safe to interrupt.
 #pragma once
