@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "golden_data.h"
 #include "io/dtype.h"
 #include "io/safetensors.h"
 #include "random_family_model.h"
@@ -39,18 +40,6 @@ std::vector<double> doubles(const SafetensorsFile& f, const std::string& name) {
     out.assign(f32.begin(), f32.end());
   }
   return out;
-}
-
-// A [B, T] int64 tensor as B sequences of ids.
-std::vector<std::vector<int32_t>> id_rows(const SafetensorsFile& f, const std::string& name) {
-  const TensorView* t = f.find(name);
-  if (!t || t->dtype != DType::I64 || t->shape.size() != 2)
-    throw std::runtime_error(f.path() + ": bad tensor " + name);
-  const auto* p = reinterpret_cast<const int64_t*>(t->data);
-  std::vector<std::vector<int32_t>> rows(t->shape[0]);
-  for (int64_t b = 0; b < t->shape[0]; ++b)
-    for (int64_t i = 0; i < t->shape[1]; ++i) rows[b].push_back(int32_t(p[b * t->shape[1] + i]));
-  return rows;
 }
 
 // Distance of the reference to golden values. The golden files hold float32 (computed in float64

@@ -78,16 +78,13 @@ void to_json(const ModelConfig& c, nlohmann::json& j) {
 }  // namespace
 
 const FamilySpec& falcon_family() {
-  static const FamilySpec spec{
-      parse,
-      to_json,
-      {{"word_embeddings.weight", nullptr, nullptr, "ln_f.weight", "ln_f.bias", "lm_head.weight"},
-       {"h.{}.input_layernorm.weight", "h.{}.input_layernorm.bias",
-        "h.{}.self_attention.query_key_value.weight", "h.{}.self_attention.query_key_value.bias",
-        "h.{}.self_attention.dense.weight", "h.{}.self_attention.dense.bias",
-        "h.{}.post_attention_layernorm.weight", "h.{}.post_attention_layernorm.bias",
-        "h.{}.mlp.dense_h_to_4h.weight", "h.{}.mlp.dense_h_to_4h.bias",
-        "h.{}.mlp.dense_4h_to_h.weight", "h.{}.mlp.dense_4h_to_h.bias"}}};
+  // Falcon's layer tensors carry BLOOM's names; its model-level ones differ (no embedding norm).
+  static const FamilySpec spec = [] {
+    FamilySpec s{parse, to_json, bloom_family().names};
+    s.names.model[int(ModelRole::emb_norm)] = nullptr;
+    s.names.model[int(ModelRole::emb_norm_b)] = nullptr;
+    return s;
+  }();
   return spec;
 }
 
