@@ -116,11 +116,11 @@ struct Tensor {
 std::vector<Tensor> model_tensors(const hs::ModelConfig& c) {
   using hs::LayerRole, hs::ModelRole;
   std::vector<Tensor> ts;
-  auto value = [](const char* role) { return std::string(role).ends_with("norm") ? 1.0f : 0.0f; };
   auto add_model = [&](ModelRole r) {
     if (hs::role_present(c, r))
       ts.push_back({hs::tensor_name(c, r), hs::role_shape(c, r),
-                    hs::role_is_matrix(r) ? 0.02f : 0.0f, value(hs::role_name(r))});
+                    hs::role_is_matrix(r) ? 0.02f : 0.0f,
+                    hs::role_is_norm_weight(r) ? 1.0f : 0.0f});
   };
   add_model(ModelRole::tok_emb);
   add_model(ModelRole::emb_norm);
@@ -130,7 +130,8 @@ std::vector<Tensor> model_tensors(const hs::ModelConfig& c) {
       const auto r = LayerRole(k);
       if (hs::role_present(c, r))
         ts.push_back({hs::tensor_name(c, r, l), hs::role_shape(c, r),
-                      hs::role_is_matrix(r) ? 0.02f : 0.0f, value(hs::role_name(r))});
+                      hs::role_is_matrix(r) ? 0.02f : 0.0f,
+                      hs::role_is_norm_weight(r) ? 1.0f : 0.0f});
     }
   add_model(ModelRole::out_norm);
   add_model(ModelRole::out_norm_b);

@@ -80,6 +80,18 @@ std::vector<int64_t> role_shape(const ModelConfig& c, LayerRole r) {
   }
 }
 
+int64_t role_numel(const ModelConfig& c, ModelRole r) {
+  int64_t n = 1;
+  for (int64_t s : role_shape(c, r)) n *= s;
+  return n;
+}
+
+int64_t role_numel(const ModelConfig& c, LayerRole r) {
+  int64_t n = 1;
+  for (int64_t s : role_shape(c, r)) n *= s;
+  return n;
+}
+
 std::string tensor_name(const ModelConfig& c, ModelRole r) {
   return family_spec(c.family).names.model[int(r)];
 }

@@ -42,6 +42,16 @@ bool role_present(const ModelConfig& c, LayerRole r);
 // Its shape: [rows, cols] for matrices, [n] for vectors.
 std::vector<int64_t> role_shape(const ModelConfig& c, ModelRole r);
 std::vector<int64_t> role_shape(const ModelConfig& c, LayerRole r);
+// A LayerNorm's weight (initialised to 1; its bias and every linear bias to 0).
+inline bool role_is_norm_weight(ModelRole r) {
+  return r == ModelRole::emb_norm || r == ModelRole::out_norm;
+}
+inline bool role_is_norm_weight(LayerRole r) {
+  return r == LayerRole::attn_norm || r == LayerRole::ffn_norm;
+}
+// Elements of the tensor: the product of its shape.
+int64_t role_numel(const ModelConfig& c, ModelRole r);
+int64_t role_numel(const ModelConfig& c, LayerRole r);
 // Matrices are stored in the weight type on a GPU and decayed in pretraining; vectors stay fp32.
 inline bool role_is_matrix(ModelRole r) {
   return r == ModelRole::tok_emb || r == ModelRole::lm_head;

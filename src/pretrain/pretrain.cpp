@@ -35,11 +35,9 @@ namespace {
 TrainWeights init_weights(const ModelConfig& c, uint64_t seed) {
   TrainWeights w = TrainWeights::zeros(c);
   w.slopes = alibi_slopes(c.n_head, c.alibi_bias_max);
-  for (ModelRole r : {ModelRole::emb_norm, ModelRole::out_norm})
-    std::fill(w[r].begin(), w[r].end(), 1.0f);
-  for (TrainLayer& L : w.layers)
-    for (LayerRole r : {LayerRole::attn_norm, LayerRole::ffn_norm})
-      std::fill(L[r].begin(), L[r].end(), 1.0f);
+  for (auto& p : w.params())  // LayerNorm weights 1, biases 0
+    if (p.per_layer ? role_is_norm_weight(p.layer_role) : role_is_norm_weight(p.model_role))
+      std::fill(p.buf->begin(), p.buf->end(), 1.0f);
   Rng rng(seed);
   for (auto& p : w.params())
     if (p.matrix)  // vectors keep their constants

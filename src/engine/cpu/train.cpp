@@ -13,10 +13,6 @@ namespace hs {
 
 namespace {
 
-int64_t numel(const std::vector<int64_t>& shape) {
-  return shape.size() == 2 ? shape[0] * shape[1] : shape[0];
-}
-
 // Fixed-size views of a layer's weights (for the shared block) and of its gradients.
 LayerWeights view(const TrainLayer& L) {
   LayerWeights w;
@@ -65,10 +61,10 @@ TrainWeights TrainWeights::zeros(const ModelConfig& c) {
   w.config = c;
   w.layers.resize(c.n_layer);
   for (int r = 0; r < kModelRoles; ++r)
-    if (role_present(c, ModelRole(r))) w.model[r].assign(numel(role_shape(c, ModelRole(r))), 0.0f);
+    if (role_present(c, ModelRole(r))) w.model[r].assign(role_numel(c, ModelRole(r)), 0.0f);
   for (TrainLayer& L : w.layers)
     for (int r = 0; r < kLayerRoles; ++r)
-      if (role_present(c, LayerRole(r))) L.t[r].assign(numel(role_shape(c, LayerRole(r))), 0.0f);
+      if (role_present(c, LayerRole(r))) L.t[r].assign(role_numel(c, LayerRole(r)), 0.0f);
   return w;
 }
 

@@ -24,15 +24,9 @@ int64_t mem_available_bytes() {
 int64_t param_count(const ModelConfig& c) {
   int64_t n = 0;
   for (int r = 0; r < kModelRoles; ++r)
-    if (role_present(c, ModelRole(r))) {
-      const auto s = role_shape(c, ModelRole(r));
-      n += s.size() == 2 ? s[0] * s[1] : s[0];
-    }
+    if (role_present(c, ModelRole(r))) n += role_numel(c, ModelRole(r));
   for (int r = 0; r < kLayerRoles; ++r)
-    if (role_present(c, LayerRole(r))) {
-      const auto s = role_shape(c, LayerRole(r));
-      n += c.n_layer * (s.size() == 2 ? s[0] * s[1] : s[0]);
-    }
+    if (role_present(c, LayerRole(r))) n += c.n_layer * role_numel(c, LayerRole(r));
   return n;
 }
 
