@@ -1,73 +1,165 @@
 #!/usr/bin/env bash
-# One device call (see bench/gpu_prepare.sh): the GPU tests, our timings and the HF anchor on the
-# same machine, then a table of ratios. Nothing is built or installed there. Full logs go to $OUT.
+# One device call (see bench/gpu_prepare.sh): the GPU tests (kernels against their CPU twins, the
+# engine against the golden data of tiny16, tiny8, mpt8 and falconrw8 and against the CPU engine
+# on random BLOOM/MPT/Falcon models), compute-sanitizer on the kernel tests, our timings on random
+# bf16 checkpoints of real shapes (bloom-1b7 beside the HF anchor; mpt-7b and falcon-rw-1b
+# without one), the bloom-7b1 end-to-end run, then a pass/fail table and the table of ratios.
+# Nothing is built or installed there. Every step's time limit is cut to what is left of a budget
+# (HS_BUDGET_S, 450 s) and a step that would start with too little left is skipped, so the tables
+# always print and the call ends well inside 8 minutes. Full logs go to $OUT.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit
 G=/tmp/hs-gpu-bin
 OUT=${OUT:-/tmp/hs-out}
 W=${HS_BENCH_DIR:-/tmp/hs-gpu}
+BUDGET=${HS_BUDGET_S:-450}
 mkdir -p "$OUT" "$W" "$G"
 tar xJf .gpu/bin.tar.xz -C "$G"
 export LD_LIBRARY_PATH=$G/lib:${LD_LIBRARY_PATH:-}
-export HEADSURGEON_GOLDEN_DIRS=$PWD/tests/data/golden/models/tiny16:$PWD/tests/data/golden/models/tiny8
+M=$PWD/tests/data/golden/models
+GOLDEN=(tiny16 tiny8 mpt8 falconrw8)
+HEADSURGEON_GOLDEN_DIRS=$(printf "$M/%s:" "${GOLDEN[@]}")
+export HEADSURGEON_GOLDEN_DIRS=${HEADSURGEON_GOLDEN_DIRS%:}
 TOK=$PWD/tests/data/golden/tokenizer/tokenizer.json
+CHECKS=$OUT/checks.tsv
+: >"$CHECKS" && : >"$OUT/results.jsonl"
+check() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$CHECKS"; }  # name, PASS|FAIL|SKIP, detail
+verdict() { if [ "$1" = 0 ]; then echo PASS; else echo FAIL; fi; }
+# lim N: N seconds, or what is left of the budget (10 s kept for the tables) when less.
+lim() {
+  local left=$((BUDGET - SECONDS - 10))
+  echo $((left < $1 ? (left > 1 ? left : 1) : $1))
+}
+# short N: fewer than N seconds are left (a step needing them is skipped).
+short() { [ $((BUDGET - SECONDS - 10)) -lt "$1" ]; }
+section() { echo "== $1 (t=${SECONDS}s)"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader
 
-echo "== GPU tests"
-"$G/test_cuda" >"$OUT/test_cuda.txt" 2>&1
-echo "test_cuda exit $?"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |^measured|Failure" "$OUT/test_cuda.txt" | head -40
+section "GPU tests"
+timeout "$(lim 150)" "$G/test_cuda" >"$OUT/test_cuda.txt" 2>&1
+rc=$?
+grep -E "HS_TEST_SEED|^\[  (PASSED|FAILED|SKIPPED) |^measured|Failure" "$OUT/test_cuda.txt" | head -60
+# count STATUS REGEX: finished tests (the lines with a time) of that status whose name matches.
+count() { grep -cE "^\[ +$1 +\] ${2:-}.*\([0-9]+ ms\)\$" "$OUT/test_cuda.txt"; }
+check "test_cuda: all (exit $rc)" "$(verdict "$rc")" \
+  "$(count OK) ok, $(count FAILED) failed, $(count SKIPPED) skipped"
+# passed PATTERN: PASS when tests matching ran and none failed.
+passed() {
+  local ok bad
+  ok=$(count OK "$1") bad=$(count FAILED "$1")
+  if [ "$bad" = 0 ] && [ "$ok" -gt 0 ]; then echo -e "PASS\t$ok ok"; else echo -e "FAIL\t$ok ok, $bad failed"; fi
+}
+for t in LayerNorm Gelu Attention LogSumExp Gemm; do
+  printf '  %s\t%s\n' "kernel $t vs its CPU twin" "$(passed "Gpu\.${t}MatchesCpu ")" >>"$CHECKS"
+done
+for m in "${GOLDEN[@]}"; do
+  printf '  %s\t%s\n' "golden $m: forward, decoder, greedy" "$(passed "Dirs/GpuGolden\.[A-Za-z]+/${m}_[0-9]+[ ,]")" >>"$CHECKS"
+done
+for f in PostLn Mpt Falcon; do
+  printf '  %s\t%s\n' "random $f model vs the CPU engine" "$(passed "Gpu\.Random${f}ModelMatchesCpu ")" >>"$CHECKS"
+done
 
-echo "== compute-sanitizer: out-of-bounds accesses and shared-memory races in the kernel tests"
+section "compute-sanitizer: out-of-bounds accesses and shared-memory races in the kernel tests"
 for tool in memcheck racecheck; do
-  compute-sanitizer --tool "$tool" --error-exitcode 9 "$G/test_cuda" --gtest_filter='Gpu.*' \
-    >"$OUT/sanitizer_$tool.txt" 2>&1
-  echo "$tool exit $? ($(grep -c "ERROR SUMMARY: 0 errors" "$OUT/sanitizer_$tool.txt") clean summaries)"
-done
-
-echo "== ours: bloom-1b7 shape, random bf16 weights"
-[ -f "$W/bloom-1b7/config.json" ] ||
-  "$G/make_random_checkpoint" --shape bloom-1b7 --dtype bf16 --tokenizer "$TOK" -o "$W/bloom-1b7"
-"$G/bench_engine" "$W/bloom-1b7" --device cuda | tee "$OUT/results.jsonl"
-
-echo "== end to end: load + diagnose bloom-7b1 (checkpoint saved by transformers)"
-if [ ! -f "$W/bloom-7b1/config.json" ]; then
-  python3 .anchor/hf_e2e_anchor.py save bloom-7b1 "$W/bloom-7b1" && cp "$TOK" "$W/bloom-7b1/"
-fi
-for run in 1 2; do
-  if t=$( { TIMEFORMAT=%R; time "$G/headsurgeon" diagnose "$W/bloom-7b1" --device cuda -q \
-              --json "$W/diag7b1.json" >/dev/null 2>"$OUT/e2e_err.txt"; } 2>&1); then
-    echo "{\"what\":\"e2e_7b1\",\"run\":$run,\"seconds\":$t}" | tee -a "$OUT/results.jsonl"
-  else
-    echo "e2e run $run failed: $(cat "$OUT/e2e_err.txt")"
+  if short 30; then
+    check "compute-sanitizer $tool" SKIP "out of time"
+    continue
   fi
+  timeout "$(lim 90)" compute-sanitizer --tool "$tool" --error-exitcode 9 "$G/test_cuda" \
+    --gtest_filter='Gpu.*-Gpu.Random*' >"$OUT/sanitizer_$tool.txt" 2>&1
+  rc=$?
+  clean=$(grep -c "ERROR SUMMARY: 0 errors" "$OUT/sanitizer_$tool.txt")
+  echo "$tool exit $rc ($clean clean summaries)"
+  check "compute-sanitizer $tool" "$(verdict "$rc")" "exit $rc$([ $rc = 124 ] && echo ' (timed out)')"
 done
-for run in 1 2; do python3 .anchor/hf_e2e_anchor.py run "$W/bloom-7b1" cuda; done 2>&1 | tee "$OUT/hf_e2e.txt"
 
-echo "== HF anchor (bloom-1b7)"
-OUT=$OUT python3 .anchor/hf_anchor.py bloom-1b7 >"$OUT/anchor.txt" 2>&1
-grep -E "bloom-1b7" "$OUT/anchor.txt"
-python3 bench/hf_ppl_anchor.py bloom-1b7 2>"$OUT/hf_ppl_err.txt" | tee -a "$OUT/results.jsonl"
+# bench MODEL_NAME SHAPE [bench_engine args...]: a random bf16 checkpoint of a real shape, timed.
+bench() {
+  local name=$1 shape=$2
+  shift 2
+  if short 60; then
+    check "bench $name" SKIP "out of time"
+    return
+  fi
+  section "ours: $name shape, random bf16 weights"
+  [ -f "$W/$name/config.json" ] ||
+    timeout "$(lim 120)" "$G/make_random_checkpoint" --shape "$shape" --dtype bf16 --tokenizer "$TOK" \
+      -o "$W/$name" >"$OUT/make_$name.txt" 2>&1
+  timeout "$(lim 90)" "$G/bench_engine" "$W/$name" --device cuda "$@" 2>"$OUT/bench_$name.err" |
+    tee -a "$OUT/results.jsonl"
+  local rc=${PIPESTATUS[0]}
+  check "bench $name${*:+ ($*)}" "$(verdict "$rc")" "$(tail -1 "$OUT/bench_$name.err")"
+}
+bench bloom-1b7 bloom-1b7
+bench mpt-7b mpt-7b --what diagnose ppl --reps 5
+rm -rf "$W/mpt-7b"  # 13 GB: leave the disk to bloom-7b1
+bench falcon-rw-1b falcon-rw-1b --what diagnose ppl --reps 5
 
-echo "== table"
+if short 120; then
+  check "e2e bloom-7b1" SKIP "out of time"
+else
+  section "end to end: load + diagnose bloom-7b1 (checkpoint saved by transformers)"
+  if [ ! -f "$W/bloom-7b1/config.json" ]; then
+    timeout "$(lim 120)" python3 .anchor/hf_e2e_anchor.py save bloom-7b1 "$W/bloom-7b1" && cp "$TOK" "$W/bloom-7b1/"
+  fi
+  for run in 1 2; do
+    if t=$( { TIMEFORMAT=%R; time timeout "$(lim 60)" "$G/headsurgeon" diagnose "$W/bloom-7b1" --device cuda -q \
+                --json "$W/diag7b1.json" >/dev/null 2>"$OUT/e2e_err.txt"; } 2>&1); then
+      echo "{\"what\":\"e2e_7b1\",\"run\":$run,\"seconds\":$t}" | tee -a "$OUT/results.jsonl"
+      check "e2e bloom-7b1 run $run" PASS "${t}s"
+    else
+      echo "e2e run $run failed: $(cat "$OUT/e2e_err.txt")"
+      check "e2e bloom-7b1 run $run" FAIL "$(tail -1 "$OUT/e2e_err.txt")"
+    fi
+  done
+  for run in 1 2; do timeout "$(lim 60)" python3 .anchor/hf_e2e_anchor.py run "$W/bloom-7b1" cuda; done 2>&1 |
+    tee "$OUT/hf_e2e.txt"
+fi
+
+if short 90; then
+  check "HF anchor bloom-1b7" SKIP "out of time"
+else
+  section "HF anchor (bloom-1b7)"
+  OUT=$OUT timeout "$(lim 90)" python3 .anchor/hf_anchor.py bloom-1b7 >"$OUT/anchor.txt" 2>&1
+  grep -E "bloom-1b7" "$OUT/anchor.txt"
+  timeout "$(lim 60)" python3 bench/hf_ppl_anchor.py bloom-1b7 2>"$OUT/hf_ppl_err.txt" | tee -a "$OUT/results.jsonl"
+fi
+
+section "tables"
 python3 - "$OUT" <<'PY'
 import json, re, sys, os
 out = sys.argv[1]
+print(f"{'check':58} {'result':6} detail")
+for line in open(os.path.join(out, "checks.tsv")):
+    name, result, detail = (line.rstrip("\n").split("\t") + ["", ""])[:3]
+    print(f"{name:58} {result:6} {detail}")
+print()
 results = [json.loads(l) for l in open(os.path.join(out, "results.jsonl")) if l.startswith("{")]
-get = lambda w, k: next((o[k] for o in results if o["what"] == w), None)
+def get(what, key, model=None):
+    return next((o[key] for o in results
+                 if o["what"] == what and (model is None or o.get("model", "").endswith(model))), None)
 try:
     hf = json.load(open(os.path.join(out, "hf_anchor.json")))["bloom-1b7"]
 except Exception:
     hf = {}
 e2e = [o["seconds"] for o in results if o["what"] == "e2e_7b1"]
-hf_total = re.findall(r"total[^0-9]*([0-9.]+)", open(os.path.join(out, "hf_e2e.txt")).read())
-rows = [("diagnose 1b7 T=60 (ms)", hf.get("diag_ms"), get("diagnose", "ms"), "lower"),
-        ("greedy decode 1b7 (tok/s)", hf.get("gen_tok_s"), get("decode", "tok_s"), "higher"),
-        ("ppl 1b7 8x512 (tok/s)", get("hf_ppl", "tok_s"), get("ppl", "tok_s"), "higher"),
+try:
+    hf_total = re.findall(r"total[^0-9]*([0-9.]+)", open(os.path.join(out, "hf_e2e.txt")).read())
+except OSError:
+    hf_total = []
+rows = [("diagnose 1b7 T=60 (ms)", hf.get("diag_ms"), get("diagnose", "ms", "bloom-1b7"), "lower"),
+        ("greedy decode 1b7 (tok/s)", hf.get("gen_tok_s"), get("decode", "tok_s", "bloom-1b7"), "higher"),
+        ("ppl 1b7 8x512 (tok/s)", get("hf_ppl", "tok_s"), get("ppl", "tok_s", "bloom-1b7"), "higher"),
+        ("diagnose mpt-7b T=60 (ms)", None, get("diagnose", "ms", "mpt-7b"), "lower"),
+        ("ppl mpt-7b 8x512 (tok/s)", None, get("ppl", "tok_s", "mpt-7b"), "higher"),
+        ("diagnose falcon-rw-1b T=60 (ms)", None, get("diagnose", "ms", "falcon-rw-1b"), "lower"),
+        ("ppl falcon-rw-1b 8x512 (tok/s)", None, get("ppl", "tok_s", "falcon-rw-1b"), "higher"),
         ("load+diagnose 7b1 e2e (s)", float(hf_total[-1]) if hf_total else None,
          e2e[-1] if e2e else None, "lower")]
-print(f"{'work':30} {'HF':>10} {'ours':>10} {'speed-up':>9}")
+print(f"{'work':32} {'HF':>10} {'ours':>10} {'speed-up':>9}")
 for name, a, b, better in rows:
     r = (a / b if better == "lower" else b / a) if a and b else None
     f = lambda x: f"{x:10.2f}" if x is not None else f"{'-':>10}"
-    print(f"{name:30} {f(a)} {f(b)} {(f'{r:8.1f}x' if r else '        -')}")
+    print(f"{name:32} {f(a)} {f(b)} {(f'{r:8.1f}x' if r else '        -')}")
 PY
+echo "total ${SECONDS}s"

@@ -4,6 +4,7 @@
 #include <cublas_v2.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -16,11 +17,13 @@
 #include "cuda/gemm.h"
 #include "cuda/runtime.h"
 #include "diagnose/run.h"
+#include "engine/cpu/block.h"
 #include "eval/generate.h"
 #include "golden_data.h"
 #include "ops/cpu/ops.h"
 #include "ops/cuda/ops.cuh"
 #include "random_bloom.h"
+#include "random_family_model.h"
 #include "test_util.h"
 
 namespace hs {
@@ -86,123 +89,191 @@ std::vector<T> download(const DeviceBuffer& d, size_t n) {
 // involved, relative to the output's scale.
 constexpr double kF32Tol = 2e-6;
 
-TEST_F(Gpu, AddLayerNormMatchesCpu) {
+// LayerNorm with the residual update fused in: both residual variants, with biases (BLOOM,
+// Falcon) and without (MPT's no_bias: null residual bias and null LayerNorm bias).
+TEST_F(Gpu, LayerNormMatchesCpu) {
   std::mt19937 rng(test_seed());
   for (int d : {64, 300, 2048}) {
     const int N = 7;
     const auto x0 = randn(rng, size_t(N) * d, 2, 1), y = randn(rng, size_t(N) * d),
                bias = randn(rng, d), src = randn(rng, size_t(N) * d), w = randn(rng, d, 0.2f, 1),
                b = randn(rng, d, 0.2f);
-    for (bool post : {false, true}) {
-      // CPU: x = (post ? src : x) + y + bias; out = LN(x).
-      std::vector<float> xr = post ? src : x0, outr(size_t(N) * d);
-      for (int i = 0; i < N; ++i)
-        for (int c = 0; c < d; ++c) xr[size_t(i) * d + c] += y[size_t(i) * d + c] + bias[c];
-      cpu::layernorm_forward<float>(outr.data(), nullptr, nullptr, xr.data(), w.data(), b.data(), N,
-                                    d, 1e-5f);
-      DeviceBuffer X = upload(x0), Y = upload(y), Bi = upload(bias), S = upload(src),
-                   Wd = upload(w), Bd = upload(b), O = poisoned(size_t(N) * d * 4),
-                   O32 = poisoned(size_t(N) * d * 4);
-      cuda::add_layernorm<float>(
-          {X.as<float>(), Y.as<float>(), Bi.as<float>(), post ? S.as<float>() : nullptr,
-           Wd.as<float>(), Bd.as<float>(), O.as<float>(), O32.as<float>(), N, d, 1e-5f},
-          nullptr);
-      EXPECT_LE(rel_err(download<float>(X, xr.size()), xr), kF32Tol) << "residual d=" << d;
-      EXPECT_LE(rel_err(download<float>(O, outr.size()), outr), kF32Tol) << "LN d=" << d;
-      EXPECT_EQ(download<float>(O, outr.size()), download<float>(O32, outr.size()));
-    }
+    for (bool biases : {true, false})
+      for (bool post : {false, true}) {
+        // CPU: x = (post ? src : x) + y [+ bias]; out = LN(x) [+ b].
+        std::vector<float> xr = post ? src : x0, outr(size_t(N) * d);
+        for (int i = 0; i < N; ++i)
+          for (int c = 0; c < d; ++c)
+            xr[size_t(i) * d + c] += biases ? y[size_t(i) * d + c] + bias[c] : y[size_t(i) * d + c];
+        cpu::layernorm_forward<float>(outr.data(), nullptr, nullptr, xr.data(), w.data(),
+                                      biases ? b.data() : nullptr, N, d, 1e-5f);
+        DeviceBuffer X = upload(x0), Y = upload(y), Bi = upload(bias), S = upload(src),
+                     Wd = upload(w), Bd = upload(b), O = poisoned(size_t(N) * d * 4),
+                     O32 = poisoned(size_t(N) * d * 4);
+        cuda::layernorm_forward<float>(
+            {X.as<float>(), Y.as<float>(), biases ? Bi.as<float>() : nullptr,
+             post ? S.as<float>() : nullptr, Wd.as<float>(), biases ? Bd.as<float>() : nullptr,
+             O.as<float>(), O32.as<float>(), N, d, 1e-5f},
+            nullptr);
+        const std::string where = "d=" + std::to_string(d) + " biases=" + std::to_string(biases) +
+                                  " post=" + std::to_string(post);
+        EXPECT_LE(rel_err(download<float>(X, xr.size()), xr), kF32Tol) << "residual " << where;
+        EXPECT_LE(rel_err(download<float>(O, outr.size()), outr), kF32Tol) << "LN " << where;
+        EXPECT_EQ(download<float>(O, outr.size()), download<float>(O32, outr.size())) << where;
+      }
   }
 }
 
-TEST_F(Gpu, BiasGeluMatchesCpu) {
+// Both GELU forms (tanh: BLOOM; erf: MPT, Falcon), with the bias fused and without one.
+TEST_F(Gpu, GeluMatchesCpu) {
   std::mt19937 rng(test_seed() + 1);
   const int N = 5, C = 1000;
   const auto h = randn(rng, size_t(N) * C, 2), bias = randn(rng, C);
-  std::vector<float> ref(h.size());
-  for (size_t i = 0; i < h.size(); ++i) ref[i] = h[i] + bias[i % C];
-  cpu::gelu_forward<float>(ref.data(), ref.data(), int64_t(ref.size()));
-  DeviceBuffer H = upload(h), B = upload(bias), O = poisoned(h.size() * 4);
-  cuda::bias_gelu<float>(O.as<float>(), H.as<float>(), B.as<float>(), N, C, nullptr);
-  EXPECT_LE(rel_err(download<float>(O, ref.size()), ref), kF32Tol);
+  for (Gelu kind : {Gelu::tanh, Gelu::erf})
+    for (bool with_bias : {true, false}) {
+      std::vector<float> ref(h.size());
+      for (size_t i = 0; i < h.size(); ++i) ref[i] = with_bias ? h[i] + bias[i % C] : h[i];
+      cpu::gelu_forward<float>(ref.data(), ref.data(), int64_t(ref.size()), kind);
+      DeviceBuffer H = upload(h), B = upload(bias), O = poisoned(h.size() * 4);
+      cuda::gelu_forward<float>(O.as<float>(), H.as<float>(), with_bias ? B.as<float>() : nullptr,
+                                N, C, kind, nullptr);
+      EXPECT_LE(rel_err(download<float>(O, ref.size()), ref), kF32Tol)
+          << (kind == Gelu::erf ? "erf" : "tanh") << " bias=" << with_bias;
+    }
 }
 
-// qkv_split + alibi_attention over several packed sequences against cpu::alibi_attention_forward
-// per sequence: context, probabilities and per-head statistics.
+// qkv_split + alibi_attention_forward over several packed sequences, some with keys already in
+// the cache (a decoding step), against the CPU twin per sequence: the queries left in qkv, the
+// cache, context, probabilities and per-head statistics, in every family's conventions.
 TEST_F(Gpu, AttentionMatchesCpu) {
   std::mt19937 rng(test_seed() + 2);
   struct Case {
     int H, hd;
-    std::vector<int> T;
+    std::vector<int> T, past;
   };
-  for (const Case& cs : std::vector<Case>{{2, 8, {1, 5}},
-                                          {3, 40, {33, 70, 2}},
-                                          {4, 64, {100}},
-                                          {2, 128, {65, 3}},
-                                          {1, 200, {40}}}) {
-    const int H = cs.H, hd = cs.hd, d = H * hd, B = int(cs.T.size());
-    int N = 0, Tmax = 0;
-    for (int t : cs.T) N += t, Tmax = std::max(Tmax, t);
-    const auto qkv = randn(rng, size_t(N) * 3 * d), bias = randn(rng, size_t(3) * d, 0.3f);
-    std::vector<float> slopes(H);
-    for (int h = 0; h < H; ++h) slopes[h] = std::pow(0.5f, float(h + 1));
-    std::vector<int32_t> row_seq, q_row0, n_rows, past(B, 0);
-    std::vector<int64_t> probs_off;
-    int64_t probs_total = 0;
-    for (int b = 0; b < B; ++b) {
-      q_row0.push_back(int32_t(row_seq.size()));
-      n_rows.push_back(cs.T[b]);
-      for (int t = 0; t < cs.T[b]; ++t) row_seq.push_back(b);
-      probs_off.push_back(probs_total);
-      probs_total += int64_t(H) * cs.T[b] * cs.T[b];
-    }
-    DeviceBuffer QKV = upload(qkv), Bias = upload(bias), Sl = upload(slopes), RS = upload(row_seq),
-                 Q0 = upload(q_row0), NR = upload(n_rows), P0 = upload(past),
-                 Off = upload(probs_off), Q = poisoned(size_t(N) * d * 4),
-                 K = poisoned(size_t(B) * H * Tmax * hd * 4),
-                 Vb = poisoned(size_t(B) * H * Tmax * hd * 4), Ctx = poisoned(size_t(N) * d * 4),
-                 Stats = poisoned(size_t(3) * H * N * 4), Probs(size_t(probs_total) * 4);
-    cuda::check(cudaMemset(Probs.as<void>(), 0, Probs.bytes()), "memset");
-    const cuda::RowMap m{
-        RS.as<int32_t>(), Q0.as<int32_t>(), NR.as<int32_t>(), P0.as<int32_t>(), N, B};
-    cuda::qkv_split(Q.as<float>(), K.as<float>(), Vb.as<float>(), QKV.as<float>(), Bias.as<float>(),
-                    m, H, hd, Tmax, nullptr);
-    cuda::alibi_attention<float>(Ctx.as<float>(), Stats.as<float>(), Probs.as<float>(),
-                                 Off.as<int64_t>(), Q.as<float>(), K.as<float>(), Vb.as<float>(),
-                                 Sl.as<float>(), m, H, hd, Tmax, Tmax, nullptr);
-    const auto ctx = download<float>(Ctx, size_t(N) * d);
-    const auto stats = download<float>(Stats, size_t(3) * H * N);
-    const auto probs = download<float>(Probs, size_t(probs_total));
-    for (int b = 0; b < B; ++b) {
-      const int T = cs.T[b];
-      std::vector<float> x(qkv.begin() + int64_t(q_row0[b]) * 3 * d,
-                           qkv.begin() + int64_t(q_row0[b] + T) * 3 * d);
-      for (int t = 0; t < T; ++t)
-        for (int c = 0; c < 3 * d; ++c) x[size_t(t) * 3 * d + c] += bias[c];
-      std::vector<float> ref_ctx(size_t(T) * d), ref_probs(size_t(H) * T * T);
-      std::vector<double> sb(H), se(H), sl(H);
-      cpu::HeadStatSums sums{sb.data(), se.data(), sl.data()};
-      cpu::alibi_attention_forward<float>(ref_ctx.data(), ref_probs.data(), &sums, x.data(),
-                                          slopes.data(), T, H, hd);
-      const std::vector<float> got_ctx(ctx.begin() + int64_t(q_row0[b]) * d,
-                                       ctx.begin() + int64_t(q_row0[b] + T) * d);
-      const std::string where =
-          "H=" + std::to_string(H) + " hd=" + std::to_string(hd) + " T=" + std::to_string(T);
-      EXPECT_LE(rel_err(got_ctx, ref_ctx), 1e-5) << where;
-      const std::vector<float> got_probs(probs.begin() + probs_off[b],
-                                         probs.begin() + probs_off[b] + int64_t(H) * T * T);
-      EXPECT_LE(rel_err(got_probs, ref_probs), 1e-5) << where;
-      for (int h = 0; h < H; ++h) {
-        double g[3] = {0, 0, 0};
-        for (int k = 0; k < 3; ++k)
-          for (int t = 0; t < T; ++t) g[k] += stats[(size_t(k) * H + h) * N + q_row0[b] + t];
-        // Sums over T rows of values in [0, 1] (entropy up to log T): 1e-5 relative to T.
-        EXPECT_NEAR(g[0], sb[h], 1e-5 * T) << where << " bos, head " << h;
-        EXPECT_NEAR(g[1], se[h], 1e-5 * T * std::max(1.0, std::log(double(T))))
-            << where << " entropy, head " << h;
-        EXPECT_NEAR(g[2], sl[h], 1e-5 * T) << where << " local, head " << h;
+  struct Convention {
+    const char* name;
+    AlibiParams alibi;
+    float clip;
+    bool bias;
+  };
+  const Convention conventions[] = {
+      {"bloom", AlibiParams{}, 0, true},
+      {"mpt: softmax_scale, clip_qkv, no bias", AlibiParams{0.3, false, false, false}, 1.0f, false},
+      {"falcon", AlibiParams{0, true, true, false}, 0, true},
+      {"falcon as HF eager", AlibiParams{0, true, true, true}, 0, true}};
+  for (const Convention& cv : conventions)
+    for (const Case& cs : std::vector<Case>{{2, 8, {1, 5}, {0, 3}},
+                                            {3, 40, {33, 70, 2}, {0, 0, 40}},
+                                            {4, 64, {100}, {0}},
+                                            {2, 128, {65, 3}, {0, 70}},
+                                            {1, 200, {40}, {0}}}) {
+      const int H = cs.H, hd = cs.hd, d = H * hd, B = int(cs.T.size());
+      int N = 0, cap = 0;
+      for (int b = 0; b < B; ++b) N += cs.T[b], cap = std::max(cap, cs.past[b] + cs.T[b]);
+      const auto qkv = randn(rng, size_t(N) * 3 * d), bias = randn(rng, size_t(3) * d, 0.3f);
+      // Slopes of a non-power-of-two head count: bf16 rounding (Falcon) changes them.
+      std::vector<float> slopes(H);
+      for (int h = 0; h < H; ++h) slopes[h] = std::pow(2.0f, -8.0f * float(h + 1) / float(H + 1));
+      // The caches: earlier keys and values random, every other position NaN.
+      std::vector<float> kc(size_t(B) * H * cap * hd, NAN), vc = kc;
+      for (int b = 0; b < B; ++b)
+        for (int h = 0; h < H; ++h)
+          for (size_t i = 0; i < size_t(cs.past[b]) * hd; ++i) {
+            const size_t at = (size_t(b) * H + h) * cap * hd + i;
+            kc[at] = randn(rng, 1)[0];
+            vc[at] = randn(rng, 1)[0];
+          }
+      std::vector<int32_t> row_seq, q_row0, n_rows, past(cs.past.begin(), cs.past.end());
+      std::vector<int64_t> probs_off;
+      int64_t probs_total = 0;
+      for (int b = 0; b < B; ++b) {
+        q_row0.push_back(int32_t(row_seq.size()));
+        n_rows.push_back(cs.T[b]);
+        for (int t = 0; t < cs.T[b]; ++t) row_seq.push_back(b);
+        probs_off.push_back(probs_total);
+        probs_total += int64_t(H) * cs.T[b] * (cs.past[b] + cs.T[b]);
+      }
+      DeviceBuffer QKV = upload(qkv), Bias = upload(bias), Sl = upload(slopes),
+                   RS = upload(row_seq), Q0 = upload(q_row0), NR = upload(n_rows),
+                   P0 = upload(past), Off = upload(probs_off), K = upload(kc), Vb = upload(vc),
+                   Ctx = poisoned(size_t(N) * d * 4), Stats = poisoned(size_t(3) * H * N * 4),
+                   Probs(size_t(probs_total) * 4);
+      cuda::check(cudaMemset(Probs.as<void>(), 0, Probs.bytes()), "memset");
+      const cuda::RowMap m{
+          RS.as<int32_t>(), Q0.as<int32_t>(), NR.as<int32_t>(), P0.as<int32_t>(), N, B};
+      cuda::qkv_split(QKV.as<float>(), K.as<float>(), Vb.as<float>(),
+                      cv.bias ? Bias.as<float>() : nullptr, cv.clip, m, H, hd, cap, nullptr);
+      cuda::alibi_attention_forward<float>(Ctx.as<float>(), Stats.as<float>(), Probs.as<float>(),
+                                           Off.as<int64_t>(), QKV.as<float>(), K.as<float>(),
+                                           Vb.as<float>(), Sl.as<float>(), cv.alibi, m, H, hd, cap,
+                                           *std::max_element(cs.T.begin(), cs.T.end()), nullptr);
+      const auto got_qkv = download<float>(QKV, qkv.size());
+      const auto got_k = download<float>(K, kc.size()), got_v = download<float>(Vb, vc.size());
+      const auto ctx = download<float>(Ctx, size_t(N) * d);
+      const auto stats = download<float>(Stats, size_t(3) * H * N);
+      const auto probs = download<float>(Probs, size_t(probs_total));
+      // The CPU block's order: bias, then the clamp, on all of q, k and v.
+      std::vector<float> x = qkv;
+      for (int g = 0; g < N; ++g)
+        for (int c = 0; c < 3 * d; ++c) {
+          float& v = x[size_t(g) * 3 * d + c];
+          if (cv.bias) v += bias[c];
+          if (cv.clip > 0) v = std::clamp(v, -cv.clip, cv.clip);
+        }
+      for (int b = 0; b < B; ++b) {
+        const int T = cs.T[b], P = cs.past[b], W = P + T;
+        const std::string where = std::string(cv.name) + " H=" + std::to_string(H) +
+                                  " hd=" + std::to_string(hd) + " T=" + std::to_string(T) +
+                                  " past=" + std::to_string(P);
+        // The new keys and values into the host copy of the cache, queries compared in place.
+        std::vector<float> qs, gq;
+        for (int t = 0; t < T; ++t)
+          for (int h = 0; h < H; ++h)
+            for (int e = 0; e < hd; ++e) {
+              const size_t row = size_t(q_row0[b] + t) * 3 * d;
+              const size_t at = ((size_t(b) * H + h) * cap + P + t) * hd + e;
+              kc[at] = x[row + qkv_row(h, 1, hd) + e];
+              vc[at] = x[row + qkv_row(h, 2, hd) + e];
+              qs.push_back(x[row + qkv_row(h, 0, hd) + e]);
+              gq.push_back(got_qkv[row + qkv_row(h, 0, hd) + e]);
+            }
+        EXPECT_EQ(gq, qs) << where << ": queries in qkv";
+        const size_t c0 = size_t(b) * H * cap * hd, cn = size_t(H) * cap * hd;
+        for (size_t i = 0; i < cn; ++i)
+          if (int(i / hd % cap) < W) {
+            ASSERT_EQ(got_k[c0 + i], kc[c0 + i]) << where << ": key cache at " << i;
+            ASSERT_EQ(got_v[c0 + i], vc[c0 + i]) << where << ": value cache at " << i;
+          }
+        cpu::AttnInput<float> in = cpu::fused_qkv(x.data() + size_t(q_row0[b]) * 3 * d, T, H, hd);
+        in.k = kc.data() + c0;
+        in.v = vc.data() + c0;
+        in.ldkv = hd;
+        in.hskv = int64_t(cap) * hd;
+        in.past = P;
+        std::vector<float> ref_ctx(size_t(T) * d), ref_probs(size_t(H) * T * W);
+        std::vector<double> sb(H), se(H), sl(H);
+        cpu::HeadStatSums sums{sb.data(), se.data(), sl.data()};
+        cpu::alibi_attention_forward<float>(ref_ctx.data(), d, ref_probs.data(), &sums, in,
+                                            slopes.data(), cv.alibi, H, hd);
+        const std::vector<float> got_ctx(ctx.begin() + int64_t(q_row0[b]) * d,
+                                         ctx.begin() + int64_t(q_row0[b] + T) * d);
+        EXPECT_LE(rel_err(got_ctx, ref_ctx), 1e-5) << where;
+        const std::vector<float> got_probs(probs.begin() + probs_off[b],
+                                           probs.begin() + probs_off[b] + int64_t(H) * T * W);
+        EXPECT_LE(rel_err(got_probs, ref_probs), 1e-5) << where;
+        for (int h = 0; h < H; ++h) {
+          double g[3] = {0, 0, 0};
+          for (int k = 0; k < 3; ++k)
+            for (int t = 0; t < T; ++t) g[k] += stats[(size_t(k) * H + h) * N + q_row0[b] + t];
+          // Sums over T rows of values in [0, 1] (entropy up to log W): 1e-5 relative to T.
+          EXPECT_NEAR(g[0], sb[h], 1e-5 * T) << where << " bos, head " << h;
+          EXPECT_NEAR(g[1], se[h], 1e-5 * T * std::max(1.0, std::log(double(W))))
+              << where << " entropy, head " << h;
+          EXPECT_NEAR(g[2], sl[h], 1e-5 * T) << where << " local, head " << h;
+        }
       }
     }
-  }
 }
 
 TEST_F(Gpu, LogSumExpMatchesCpu) {
@@ -234,17 +305,20 @@ TEST_F(Gpu, LogSumExpMatchesCpu) {
   }
 }
 
+// The products, and the output head's with MPT's logit scale applied by the GEMM (alpha).
 TEST_F(Gpu, GemmMatchesCpu) {
   std::mt19937 rng(test_seed() + 4);
   const int N = 9, IC = 200, OC = 150;
   const auto x = randn(rng, size_t(N) * IC), w = randn(rng, size_t(OC) * IC, 0.1f);
-  std::vector<float> ref(size_t(N) * OC);
-  cpu::linear_forward<float>(ref.data(), x.data(), w.data(), nullptr, N, IC, OC);
   cublasHandle_t h;
   cuda::check_blas(cublasCreate(&h), "cublasCreate");
-  DeviceBuffer X = upload(x), Wd = upload(w), O = poisoned(ref.size() * 4);
-  cuda::gemm_rows<float>(h, O.as<float>(), OC, X.as<float>(), Wd.as<float>(), N, IC, OC);
-  EXPECT_LE(rel_err(download<float>(O, ref.size()), ref), 1e-5);
+  for (float alpha : {1.0f, 0.3f}) {
+    std::vector<float> ref(size_t(N) * OC);
+    head_logits(ref.data(), OC, x.data(), w.data(), N, IC, OC, alpha);
+    DeviceBuffer X = upload(x), Wd = upload(w), O = poisoned(ref.size() * 4);
+    cuda::gemm_rows<float>(h, O.as<float>(), OC, X.as<float>(), Wd.as<float>(), N, IC, OC, alpha);
+    EXPECT_LE(rel_err(download<float>(O, ref.size()), ref), 1e-5) << "alpha " << alpha;
+  }
   cublasDestroy(h);
 }
 
@@ -380,20 +454,21 @@ TEST_P(GpuGolden, GreedyMatchesGolden) {
 INSTANTIATE_TEST_SUITE_P(Dirs, GpuGolden, ::testing::ValuesIn(test::golden_model_dirs()),
                          test::DirName());
 
-// Shapes the golden data lacks (6 heads, head dim 8, post-LN): GPU engine against CPU engine.
-TEST_F(Gpu, RandomPostLnModelMatchesCpu) {
-  const std::string dir = test::write_random_bloom("hs_cuda", 48, 6, 3, 300, true);
-  Model model(dir, ModelOptions{int64_t(1) << 40});
-  std::filesystem::remove_all(dir);
+// The GPU engine (fp32 weights) against the CPU engine on a model of a shape or convention the
+// golden data lack: logits, NLL and head statistics of two sequences with layer 1's MLP ablated,
+// and sampled completions (the same host sampler: same seed, same tokens).
+void expect_gpu_matches_cpu(Model& model, uint32_t seed) {
   CpuEngine cpu(model);
   auto gpu = gpu_engine(model, "f32");
-  std::mt19937 rng(test_seed() + 6);
+  const uint32_t V = uint32_t(model.config().vocab);
+  std::mt19937 rng(seed);
   std::vector<std::vector<int32_t>> seqs = {std::vector<int32_t>(37), std::vector<int32_t>(5)};
   for (auto& s : seqs)
-    for (auto& x : s) x = int32_t(rng() % 300u);
+    for (auto& x : s) x = int32_t(rng() % V);
   ForwardOptions o;
   o.logits = o.nll = o.head_stats = true;
-  o.ablate_mlp = {0, 1, 0};
+  o.ablate_mlp.assign(size_t(model.config().n_layer), 0);
+  o.ablate_mlp[1] = 1;
   const auto a = cpu.forward(seqs, o), b = gpu->forward(seqs, o);
   for (size_t i = 0; i < seqs.size(); ++i) {
     EXPECT_LE(rel_err(b[i].logits, a[i].logits), 1e-4) << "sequence " << i;
@@ -404,7 +479,6 @@ TEST_F(Gpu, RandomPostLnModelMatchesCpu) {
       EXPECT_NEAR(b[i].local_mass[k], a[i].local_mass[k], 1e-4);
     }
   }
-  // Sampling goes through the same host sampler: same seed, same completions as the CPU.
   GenerateOptions g;
   g.max_new_tokens = 10;
   g.sampling.temperature = 0.8;
@@ -412,6 +486,54 @@ TEST_F(Gpu, RandomPostLnModelMatchesCpu) {
   g.seed = 11;
   const auto ca = generate(cpu, seqs[1], g), cb = generate(*gpu, seqs[1], g);
   for (int s = 0; s < 3; ++s) EXPECT_EQ(ca[s].ids, cb[s].ids) << "sample " << s;
+}
+
+// 6 heads of dimension 8, post-LN.
+TEST_F(Gpu, RandomPostLnModelMatchesCpu) {
+  const std::string dir = test::write_random_bloom("hs_cuda", 48, 6, 3, 300, true);
+  Model model(dir, ModelOptions{int64_t(1) << 40});
+  std::filesystem::remove_all(dir);
+  expect_gpu_matches_cpu(model, test_seed() + 6);
+}
+
+// A random family checkpoint in a fresh temporary directory.
+std::string write_family(const std::string& name, const test::FamilySpec& spec) {
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           ("hs_cuda_" + name + "_" + std::to_string(::getpid())))
+                              .string();
+  return test::write_random_family_model(dir, spec, 4321);
+}
+
+// MPT with every option the golden mpt8 lacks: biases, clip_qkv, softmax_scale, logit_scale,
+// an MLP of 3d, 12 heads (the slopes of a non-power-of-two count).
+TEST_F(Gpu, RandomMptModelMatchesCpu) {
+  const std::string dir = write_family("mpt", {.family = "mpt",
+                                               .d = 96,
+                                               .H = 12,
+                                               .L = 3,
+                                               .V = 300,
+                                               .biases = true,
+                                               .expansion_ratio = 3,
+                                               .clip_qkv = 1.0,
+                                               .softmax_scale = 0.3,
+                                               .logit_scale = "inv_sqrt_d_model"});
+  Model model(dir, ModelOptions{int64_t(1) << 40});
+  std::filesystem::remove_all(dir);
+  ASSERT_GT(model.config().clip_qkv, 0);
+  ASSERT_NE(model.config().logit_scale, 1);
+  expect_gpu_matches_cpu(model, test_seed() + 7);
+}
+
+// Falcon-RW with 12 heads (bf16 slopes that round visibly), an untied head and an MLP of 200.
+TEST_F(Gpu, RandomFalconModelMatchesCpu) {
+  ::setenv("HEADSURGEON_FALCON_ALIBI", "once", 1);  // as trained (a golden test may have set it)
+  const std::string dir = write_family(
+      "falcon",
+      {.family = "falcon", .d = 96, .H = 12, .L = 3, .V = 300, .tied = false, .ffn = 200});
+  Model model(dir, ModelOptions{int64_t(1) << 40});
+  std::filesystem::remove_all(dir);
+  ASSERT_FALSE(model.config().tied_head);
+  expect_gpu_matches_cpu(model, test_seed() + 8);
 }
 
 }  // namespace

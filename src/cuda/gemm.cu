@@ -32,21 +32,21 @@ void check_blas(cublasStatus_t status, const char* what) {
 
 template <class W>
 void gemm_rows(cublasHandle_t h, float* out, int ldo, const W* inp, const W* Wt, int N, int IC,
-               int OC) {
+               int OC, float alpha) {
   if (N == 0 || OC == 0) return;
   // Column-major view: out^T [OC, N] = Wt [IC, OC]^T . inp^T [IC, N].
-  const float one = 1.0f, zero = 0.0f;
-  check_blas(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, &one, Wt, data_type<W>(), IC, inp,
-                          data_type<W>(), IC, &zero, out, CUDA_R_32F, ldo, CUBLAS_COMPUTE_32F,
+  const float zero = 0.0f;
+  check_blas(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, &alpha, Wt, data_type<W>(), IC,
+                          inp, data_type<W>(), IC, &zero, out, CUDA_R_32F, ldo, CUBLAS_COMPUTE_32F,
                           CUBLAS_GEMM_DEFAULT),
              "cublasGemmEx");
 }
 
-template void gemm_rows<float>(cublasHandle_t, float*, int, const float*, const float*, int, int,
-                               int);
-template void gemm_rows<__nv_bfloat16>(cublasHandle_t, float*, int, const __nv_bfloat16*,
-                                       const __nv_bfloat16*, int, int, int);
-template void gemm_rows<__half>(cublasHandle_t, float*, int, const __half*, const __half*, int, int,
-                                int);
+#define HS_INSTANTIATE(W) \
+  template void gemm_rows<W>(cublasHandle_t, float*, int, const W*, const W*, int, int, int, float);
+HS_INSTANTIATE(float)
+HS_INSTANTIATE(__nv_bfloat16)
+HS_INSTANTIATE(__half)
+#undef HS_INSTANTIATE
 
 }  // namespace hs::cuda

@@ -1,5 +1,6 @@
-// ALiBi attention on the GPU: the qkv split into query rows and the key/value cache, and the
-// causal attention with the diagnostic statistics computed in the same pass.
+// ALiBi attention on the GPU: the qkv split (bias, clamp, keys and values into the cache), and
+// the causal attention with the diagnostic statistics computed in the same pass. Head offsets come
+// from ops/qkv_layout.h and scores from ops/alibi.h, as on the CPU.
 //
 // Layout of the attention kernel: one block per (32 query rows, head, sequence), 8 warps, each
 // warp owning 4 of the rows. Keys come in tiles of 32 staged in shared memory with the rows'
@@ -14,6 +15,7 @@
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/ops.cuh"
 #include "ops/online_softmax.h"
+#include "ops/qkv_layout.h"
 #include "util/error.h"
 
 namespace hs::cuda {
@@ -25,17 +27,22 @@ constexpr int kWarps = 8;
 constexpr int kRowsPerWarp = kRows / kWarps;
 constexpr int kTile = 32;  // keys per tile (one per lane)
 
-__global__ void qkv_split_kernel(float* q, float* kc, float* vc, const float* qkv,
-                                 const float* bias, RowMap m, int H, int hd, int cap) {
-  const int d = H * hd, ld = 3 * d;
+// Thread i handles element e of part p of head h of row g, i enumerating (g, h, p, e); the column
+// that holds it is qkv_row's.
+__global__ void qkv_split_kernel(float* qkv, float* kc, float* vc, const float* bias, float clip,
+                                 RowMap m, int H, int hd, int cap) {
+  const int ld = 3 * H * hd;
   const int64_t n = int64_t(m.N) * ld;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const int g = int(i / ld), c = int(i % ld);
-    const int h = c / (3 * hd), part = (c % (3 * hd)) / hd, e = c % hd;
-    const float v = qkv[i] + bias[c];
+    const int g = int(i / ld), r = int(i % ld);
+    const int h = r / (3 * hd), part = (r / hd) % 3, e = r % hd;
+    const int c = int(qkv_row(h, part, hd)) + e;
+    float* x = qkv + int64_t(g) * ld + c;
+    float v = bias ? *x + bias[c] : *x;
+    if (clip > 0) v = fminf(fmaxf(v, -clip), clip);
     if (part == 0) {
-      q[int64_t(g) * d + h * hd + e] = v;
+      *x = v;
       continue;
     }
     const int b = m.row_seq[g];
@@ -47,19 +54,19 @@ __global__ void qkv_split_kernel(float* q, float* kc, float* vc, const float* qk
 
 // Score of key kt + lane for a query row at absolute position pos (-inf when masked).
 __device__ __forceinline__ float score(const float* qrow, const float* Ks, int hd, int lane, int j,
-                                       int pos, float scale, float slope) {
+                                       int pos, float scale, float slope, const AlibiParams& a) {
   if (j > pos) return -INFINITY;
   const float* k = Ks + lane * (hd + 1);
   float dot = 0;
   for (int e = 0; e < hd; ++e) dot += qrow[e] * k[e];
-  return dot * scale + slope * float(j);
+  return alibi_score<float>(dot, scale, slope, j, a);
 }
 
 template <int DPL, class W>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_kernel(W* ctx, float* row_stats, float* probs, const int64_t* probs_off,
-                     const float* q, const float* kc, const float* vc, const float* slopes,
-                     RowMap m, int H, int hd, int cap) {
+                     const float* qkv, const float* kc, const float* vc, const float* slopes,
+                     AlibiParams alibi, RowMap m, int H, int hd, int cap) {
   extern __shared__ float smem[];
   const int b = blockIdx.z, h = blockIdx.y, r0 = blockIdx.x * kRows;
   const int n = m.n_rows[b];
@@ -71,11 +78,12 @@ __global__ void __launch_bounds__(kWarps * 32)
   float* Ks = Qs + kRows * hd;         // [kTile][hd + 1]
   float* Vs = Ks + kTile * (hd + 1);   // [kTile][hd]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const float scale = rsqrtf(float(hd)), slope = slopes[h];
+  const float scale = alibi_scale<float>(alibi, hd), slope = slopes[h];
   const int64_t kv_base = (int64_t(b) * H + h) * cap * hd;
 
+  const int64_t q0 = qkv_row(h, 0, hd);
   for (int i = threadIdx.x; i < rows * hd; i += blockDim.x)
-    Qs[i] = q[int64_t(row0 + r0 + i / hd) * d + h * hd + i % hd];
+    Qs[i] = qkv[int64_t(row0 + r0 + i / hd) * 3 * d + q0 + i % hd];
 
   online::RowState st[kRowsPerWarp];
   float o[kRowsPerWarp][DPL];
@@ -104,7 +112,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       const int pos = past + r;
       if (kt > pos) continue;
       const int j = kt + lane;
-      const float s = score(Qs + (r - r0) * hd, Ks, hd, lane, j, pos, scale, slope);
+      const float s = score(Qs + (r - r0) * hd, Ks, hd, lane, j, pos, scale, slope, alibi);
       const float alpha = online::rescale(st[k], fmaxf(st[k].m, warp_max(s)));
       const bool valid = j <= pos;
       const float e = valid ? expf(s - st[k].m) : 0.0f;
@@ -155,7 +163,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       if (r >= n) continue;
       const int pos = past + r, j = kt + lane;
       if (j > pos) continue;
-      const float s = score(Qs + (r - r0) * hd, Ks, hd, lane, j, pos, scale, slope);
+      const float s = score(Qs + (r - r0) * hd, Ks, hd, lane, j, pos, scale, slope, alibi);
       P[(int64_t(h) * n + r) * width + j] = expf(s - st[k].m) / st[k].l;
     }
   }
@@ -163,8 +171,9 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <int DPL, class W>
 void launch_attention(W* ctx, float* row_stats, float* probs, const int64_t* probs_off,
-                      const float* q, const float* kc, const float* vc, const float* slopes,
-                      RowMap m, int H, int hd, int cap, int max_rows, cudaStream_t stream) {
+                      const float* qkv, const float* kc, const float* vc, const float* slopes,
+                      const AlibiParams& alibi, RowMap m, int H, int hd, int cap, int max_rows,
+                      cudaStream_t stream) {
   const size_t smem =
       sizeof(float) * (size_t(kRows) * hd + size_t(kTile) * (hd + 1) + size_t(kTile) * hd);
   // Above 48 KB a kernel must opt in; done once per instantiation, outside any graph capture.
@@ -175,32 +184,33 @@ void launch_attention(W* ctx, float* row_stats, float* probs, const int64_t* pro
     allowed = smem;
   }
   const dim3 grid((max_rows + kRows - 1) / kRows, H, m.B);
-  attention_kernel<DPL, W><<<grid, kWarps * 32, smem, stream>>>(ctx, row_stats, probs, probs_off, q,
-                                                                kc, vc, slopes, m, H, hd, cap);
+  attention_kernel<DPL, W><<<grid, kWarps * 32, smem, stream>>>(
+      ctx, row_stats, probs, probs_off, qkv, kc, vc, slopes, alibi, m, H, hd, cap);
   HS_CUDA(cudaGetLastError());
 }
 
 }  // namespace
 
-void qkv_split(float* q, float* kc, float* vc, const float* qkv, const float* bias, RowMap m, int H,
+void qkv_split(float* qkv, float* kc, float* vc, const float* bias, float clip, RowMap m, int H,
                int hd, int cap, cudaStream_t stream) {
   const int64_t n = int64_t(m.N) * 3 * H * hd;
   if (n == 0) return;
   const int threads = 256;
   const int blocks = int(std::min<int64_t>((n + threads - 1) / threads, 65535));
-  qkv_split_kernel<<<blocks, threads, 0, stream>>>(q, kc, vc, qkv, bias, m, H, hd, cap);
+  qkv_split_kernel<<<blocks, threads, 0, stream>>>(qkv, kc, vc, bias, clip, m, H, hd, cap);
   HS_CUDA(cudaGetLastError());
 }
 
 template <class W>
-void alibi_attention(W* ctx, float* row_stats, float* probs, const int64_t* probs_off,
-                     const float* q, const float* kc, const float* vc, const float* slopes,
-                     RowMap m, int H, int hd, int cap, int max_rows, cudaStream_t stream) {
+void alibi_attention_forward(W* ctx, float* row_stats, float* probs, const int64_t* probs_off,
+                             const float* qkv, const float* kc, const float* vc,
+                             const float* slopes, const AlibiParams& alibi, RowMap m, int H, int hd,
+                             int cap, int max_rows, cudaStream_t stream) {
   if (max_rows <= 0 || m.B == 0) return;
   const int dpl = (hd + 31) / 32;
-#define HS_LAUNCH(D)                                                                           \
-  return launch_attention<D, W>(ctx, row_stats, probs, probs_off, q, kc, vc, slopes, m, H, hd, \
-                                cap, max_rows, stream)
+#define HS_LAUNCH(D)                                                                             \
+  return launch_attention<D, W>(ctx, row_stats, probs, probs_off, qkv, kc, vc, slopes, alibi, m, \
+                                H, hd, cap, max_rows, stream)
   if (dpl <= 1) HS_LAUNCH(1);
   if (dpl <= 2) HS_LAUNCH(2);
   if (dpl <= 4) HS_LAUNCH(4);
@@ -209,10 +219,10 @@ void alibi_attention(W* ctx, float* row_stats, float* probs, const int64_t* prob
   throw Error("cuda", "head dimension " + std::to_string(hd) + " is above the supported 256");
 }
 
-#define HS_INSTANTIATE(W)                                                                          \
-  template void alibi_attention<W>(W*, float*, float*, const int64_t*, const float*, const float*, \
-                                   const float*, const float*, RowMap, int, int, int, int,         \
-                                   cudaStream_t);
+#define HS_INSTANTIATE(W)                                                                         \
+  template void alibi_attention_forward<W>(                                                       \
+      W*, float*, float*, const int64_t*, const float*, const float*, const float*, const float*, \
+      const AlibiParams&, RowMap, int, int, int, int, cudaStream_t);
 HS_INSTANTIATE(float)
 HS_INSTANTIATE(__nv_bfloat16)
 HS_INSTANTIATE(__half)

@@ -1,4 +1,5 @@
-// Embedding gather and the fused residual-add + LayerNorm that ends every sub-block.
+// Embedding gather and LayerNorm with the residual update that ends every sub-block fused in
+// (one pass over the row instead of two).
 #include "cuda/runtime.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/ops.cuh"
@@ -18,7 +19,7 @@ __global__ void embed_kernel(float* x, const W* emb, const int32_t* ids, int d) 
 // One block per row. Sums in double, as the CPU reference does: rows of 4096+ values lose
 // digits in fp32 sums, and the kernel is bound by memory, not by the adds.
 template <class W>
-__global__ void add_layernorm_kernel(AddLayerNorm<W> a) {
+__global__ void layernorm_kernel(LayerNormArgs<W> a) {
   __shared__ double scratch[32];
   const int64_t off = int64_t(blockIdx.x) * a.d;
   float* x = a.x + off;
@@ -26,7 +27,7 @@ __global__ void add_layernorm_kernel(AddLayerNorm<W> a) {
     const float* src = a.src ? a.src + off : x;
     for (int c = threadIdx.x; c < a.d; c += blockDim.x) {
       float v = src[c];
-      if (a.y) v += a.y[off + c] + a.bias[c];
+      if (a.y) v += a.bias ? a.y[off + c] + a.bias[c] : a.y[off + c];
       x[c] = v;
     }
   }
@@ -39,7 +40,7 @@ __global__ void add_layernorm_kernel(AddLayerNorm<W> a) {
   const float r = float(1.0 / sqrt(block_sum(v, scratch) / a.d + double(a.eps)));
   const float m = float(mu);
   for (int c = threadIdx.x; c < a.d; c += blockDim.x) {
-    const float y = (x[c] - m) * r * a.w[c] + a.b[c];
+    const float y = a.b ? (x[c] - m) * r * a.w[c] + a.b[c] : (x[c] - m) * r * a.w[c];
     if (a.out) a.out[off + c] = from_f32<W>(y);
     if (a.out32) a.out32[off + c] = y;
   }
@@ -63,9 +64,9 @@ void embed_rows(float* x, const W* emb, const int32_t* ids, int N, int d, cudaSt
 }
 
 template <class W>
-void add_layernorm(const AddLayerNorm<W>& a, cudaStream_t stream) {
+void layernorm_forward(const LayerNormArgs<W>& a, cudaStream_t stream) {
   if (a.N == 0) return;
-  add_layernorm_kernel<W><<<a.N, threads_for(a.d), 0, stream>>>(a);
+  layernorm_kernel<W><<<a.N, threads_for(a.d), 0, stream>>>(a);
   HS_CUDA(cudaGetLastError());
 }
 
@@ -78,7 +79,7 @@ void gather_rows(float* dst, const float* src, const int32_t* rows, int n, int d
 
 #define HS_INSTANTIATE(W)                                                                \
   template void embed_rows<W>(float*, const W*, const int32_t*, int, int, cudaStream_t); \
-  template void add_layernorm<W>(const AddLayerNorm<W>&, cudaStream_t);
+  template void layernorm_forward<W>(const LayerNormArgs<W>&, cudaStream_t);
 HS_INSTANTIATE(float)
 HS_INSTANTIATE(__nv_bfloat16)
 HS_INSTANTIATE(__half)

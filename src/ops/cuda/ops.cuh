@@ -1,12 +1,16 @@
-// CUDA operations of the BLOOM forward pass (DESIGN §2), each the GPU twin of a CPU reference
-// in ops/cpu (tests/test_cuda_ops.cpp compares them). Launchers enqueue on `stream` and return;
-// W is the weight/GEMM-input type (float, __nv_bfloat16 or __half); the residual stream, GEMM
-// outputs, attention and statistics are fp32.
+// CUDA operations of the block of every supported family, each named after its CPU twin in
+// ops/cpu/ops.h (tests/test_cuda.cpp compares them) and computing the family conventions through
+// the same shared numerics (ops/gelu.h, ops/alibi.h, ops/qkv_layout.h). Launchers enqueue on
+// `stream` and return; W is the weight/GEMM-input type (float, __nv_bfloat16 or __half); the
+// residual stream, GEMM outputs, attention and statistics are fp32.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+
+#include "ops/alibi.h"
+#include "ops/gelu.h"
 
 namespace hs::cuda {
 
@@ -14,30 +18,33 @@ namespace hs::cuda {
 template <class W>
 void embed_rows(float* x, const W* emb, const int32_t* ids, int N, int d, cudaStream_t stream);
 
-// Per row: first the residual update, then LayerNorm (biased variance, eps):
+// Per row: first the residual update that ends the previous sub-block, then LayerNorm (biased
+// variance, eps):
 //   x = (src ? src : x) + (y ? y + bias : 0)      (skipped when both src and y are null)
 //   out = LN(x) * w + b as W (when out), and as fp32 into out32 (when out32; may alias x)
-// src is the post-LN variant's residual (the previous LayerNorm's fp32 output).
+// src is the post-LN variant's residual (the previous LayerNorm's fp32 output). bias and b may
+// be null (families without biases); w null: no LayerNorm, only the residual update.
 template <class W>
-struct AddLayerNorm {
+struct LayerNormArgs {
   float* x;
   const float *y, *bias, *src;
-  const float *w, *b;  // null: no LayerNorm, only the residual update
+  const float *w, *b;
   W* out;
   float* out32;
   int N, d;
   float eps;
 };
 template <class W>
-void add_layernorm(const AddLayerNorm<W>& a, cudaStream_t stream);
+void layernorm_forward(const LayerNormArgs<W>& a, cudaStream_t stream);
 
 // dst[i, :] = src[rows[i], :] for i < n, rows of d floats.
 void gather_rows(float* dst, const float* src, const int32_t* rows, int n, int d,
                  cudaStream_t stream);
 
-// out[N, C] = gelu_tanh(h + bias) as W.
+// out[N, C] = gelu(h + bias) in the given form, as W; bias may be null.
 template <class W>
-void bias_gelu(W* out, const float* h, const float* bias, int N, int C, cudaStream_t stream);
+void gelu_forward(W* out, const float* h, const float* bias, int N, int C, Gelu kind,
+                  cudaStream_t stream);
 
 // Where this pass's rows belong: row g (of N) is token r = g - q_row0[b] of the new tokens of
 // sequence b = row_seq[g], at absolute position past[b] + r; sequence b has n_rows[b] new rows
@@ -51,23 +58,28 @@ struct RowMap {
   int N, B;
 };
 
-// Adds the qkv bias and splits BLOOM's fused per-head [q | k | v] columns: q into q[N, H*hd],
-// k and v into the caches kc/vc laid out [B][H][cap][hd] at each row's absolute position.
-void qkv_split(float* q, float* kc, float* vc, const float* qkv, const float* bias, RowMap m, int H,
+// The fused qkv projection's output qkv[N, 3*H*hd] (internal layout, ops/qkv_layout.h) gets
+// its bias (may be null) and, when clip > 0, the clamp to [-clip, clip] (MPT's clip_qkv); then
+// the queries stay in place in qkv (the attention reads them there) and the keys and values go
+// to the caches kc/vc laid out [B][H][cap][hd], at each row's absolute position. The key and
+// value columns of qkv are left as they were.
+void qkv_split(float* qkv, float* kc, float* vc, const float* bias, float clip, RowMap m, int H,
                int hd, int cap, cudaStream_t stream);
 
-// Causal ALiBi attention of the new rows against their sequence's cached keys 0..pos:
-// score = q.k / sqrt(hd) + slope[h] * j, softmax, times v, into ctx[N, H*hd] (as W). Never
-// materialises T x T: softmax and statistics are accumulated key tile by key tile
-// (ops/online_softmax.h). Optional outputs:
+// Causal ALiBi attention of the new rows (queries in qkv after qkv_split) against their
+// sequence's cached keys 0..pos: score by alibi_score (ops/alibi.h) with slope[h] and the
+// family's AlibiParams, softmax, times v, into ctx[N, H*hd] (as W). Never materialises T x T:
+// softmax and statistics are accumulated key tile by key tile (ops/online_softmax.h). Optional
+// outputs:
 //   row_stats [3][H][N]: per row bos mass, entropy and local mass (keys pos-2..pos)
 //   probs: sequence b's probabilities at probs + probs_off[b], laid out [H][n][past + n]
 //          (entries after pos are left untouched: the caller zeroes the buffer)
 // max_rows bounds n_rows (grid size); hd <= 256.
 template <class W>
-void alibi_attention(W* ctx, float* row_stats, float* probs, const int64_t* probs_off,
-                     const float* q, const float* kc, const float* vc, const float* slopes,
-                     RowMap m, int H, int hd, int cap, int max_rows, cudaStream_t stream);
+void alibi_attention_forward(W* ctx, float* row_stats, float* probs, const int64_t* probs_off,
+                             const float* qkv, const float* kc, const float* vc,
+                             const float* slopes, const AlibiParams& alibi, RowMap m, int H, int hd,
+                             int cap, int max_rows, cudaStream_t stream);
 
 // Online log-sum-exp over vocabulary chunks (GPU twin of cpu::logsumexp_update): for each row of
 // logits[N, Vc] (columns v0..v0+Vc of the vocabulary) update the running max m and scaled sum s,
