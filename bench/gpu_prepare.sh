@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run HERE before the device call (DESIGN §7: build here, run there). Builds with CUDA, then
+# Run HERE before the device call (build here, run there: the GPU machine has no Debian -dev
+# libraries). Builds with CUDA, then
 # stages what the GPU machine needs into .gpu/bin.tar.xz (binaries + the non-CUDA shared
 # libraries they use; ~7 MB compressed, under the 64 MiB a call may carry) and the HF anchor
 # scripts into .anchor/, both git-ignored (.gitignore):

@@ -140,7 +140,9 @@ TEST_P(CliFamily, EveryCommand) {
         ASSERT_EQ(std::memcmp(&pa[i], &pb[i], 4), 0) << name << " element " << i;
       }
     }
-    if (slice > 0 && !bias) EXPECT_GT(changed, slice * 9 / 10) << name;
+    if (slice > 0 && !bias) {
+      EXPECT_GT(changed, slice * 9 / 10) << name;
+    }
   }
   const json cfg = json::parse(hs::test::slurp(dir_ / "run/final/config.json"));
   EXPECT_EQ(cfg["model_type"], fc.name);
@@ -168,6 +170,6 @@ TEST_P(CliFamily, EveryCommand) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, CliFamily, ::testing::ValuesIn(kCases),
-                         [](const auto& info) { return std::string(info.param.name); });
+                         [](const auto& p) { return std::string(p.param.name); });
 
 }  // namespace

@@ -127,7 +127,9 @@ TEST_P(Family, ForwardMatchesFloat64Reference) {
       EXPECT_NEAR(got.entropy[k], want.entropy[k], 1e-5) << k;
       EXPECT_NEAR(got.local_mass[k], want.local_mass[k], 1e-5) << k;
     }
-    if (T > 1) EXPECT_NEAR(got.nll_sum, want.nll_sum, 1e-5 * std::abs(want.nll_sum));
+    if (T > 1) {
+      EXPECT_NEAR(got.nll_sum, want.nll_sum, 1e-5 * std::abs(want.nll_sum));
+    }
     std::printf("measured %s: logits %.2e\n", GetParam().name, num / max_abs(want.logits));
   }
 }
@@ -277,11 +279,15 @@ TEST_P(Family, SaveRoundTripsNamesDtypesAndBytes) {
         for (int64_t col = 0; col < d; ++col) {
           const size_t at = (r * d + col) * es;
           const bool in_head = col >= h * hd && col < (h + 1) * hd;
-          if (!in_head) EXPECT_EQ(std::memcmp(u.data + at, t.data + at, es), 0) << r << "," << col;
+          if (!in_head) {
+            EXPECT_EQ(std::memcmp(u.data + at, t.data + at, es), 0) << r << "," << col;
+          }
         }
     } else if (name == hf_tensor_name(c, LayerRole::bqkv, 0)) {
       for (int64_t r = 0; r < 3 * d; ++r)
-        if (!head_row[r]) EXPECT_EQ(std::memcmp(u.data + r * es, t.data + r * es, es), 0) << r;
+        if (!head_row[r]) {
+          EXPECT_EQ(std::memcmp(u.data + r * es, t.data + r * es, es), 0) << r;
+        }
     } else {
       EXPECT_EQ(std::memcmp(u.data, t.data, t.nbytes), 0) << name;
     }
@@ -290,7 +296,7 @@ TEST_P(Family, SaveRoundTripsNamesDtypesAndBytes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, Family, ::testing::ValuesIn(variants()),
-                         [](const auto& info) { return std::string(info.param.name); });
+                         [](const auto& p) { return std::string(p.param.name); });
 
 }  // namespace
 }  // namespace hs

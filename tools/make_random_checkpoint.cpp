@@ -248,10 +248,10 @@ int run(int argc, char** argv) {
     files.insert(file);
     std::vector<hs::SafetensorsWriter::Entry> entries;
     for (size_t i : shards[s]) {
-      const std::string name =
+      const std::string full =
           ts[i].name == "lm_head.weight" ? ts[i].name : hs::kBasePrefix + ts[i].name;
-      entries.push_back({name, dt, ts[i].shape});
-      weight_map[name] = file;
+      entries.push_back({full, dt, ts[i].shape});
+      weight_map[full] = file;
     }
     hs::SafetensorsWriter w((dir / file).string(), entries);
     for (size_t i : shards[s]) {
