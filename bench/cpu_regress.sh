@@ -18,7 +18,7 @@ c = sys.argv[1]
 json.dump({"targets": {str(l): list(range(9, 16)) for l in range(5, 23)}, "frozen_watch": {}},
           open(c + "/plan560.json", "w"))
 words = open("README.md").read().split()
-open(c + "/corpus.txt", "w").write(" ".join(words[i % len(words)] for i in range(20000)))
+open(c + "/corpus.txt", "w").write(" ".join(words[i % len(words)] for i in range(2000)))
 PY
 for run in 1 2 3; do
   /usr/bin/time -f "%e" -o "$cache/t.txt" "$bin/headsurgeon" diagnose "$d" --json "$cache/d.json" -q >/dev/null
