@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ops/cpu/ops.h"
+
 namespace hs {
 
 AdamW::AdamW(AdamWConfig cfg, const std::vector<size_t>& sizes) : cfg_(cfg) {
@@ -14,30 +16,10 @@ AdamW::AdamW(AdamWConfig cfg, const std::vector<size_t>& sizes) : cfg_(cfg) {
 
 void AdamW::step(const std::vector<std::vector<float>*>& params,
                  const std::vector<std::vector<float>*>& grads, double lr) {
-  ++t_;
-  // PyTorch computes these in double (Python floats) and the update in the tensor's dtype.
-  const double bc1 = 1.0 - std::pow(cfg_.beta1, double(t_));
-  const double bc2 = 1.0 - std::pow(cfg_.beta2, double(t_));
-  const float step_size = float(lr / bc1);
-  const float bc2_sqrt = float(std::sqrt(bc2));
-  const float decay = float(1.0 - lr * cfg_.weight_decay);
-  const float b1 = float(cfg_.beta1), b2 = float(cfg_.beta2), eps = float(cfg_.eps);
-  for (size_t k = 0; k < params.size(); ++k) {
-    float* p = params[k]->data();
-    const float* g = grads[k]->data();
-    float* m = m_[k].data();
-    float* v = v_[k].data();
-    const int64_t n = int64_t(params[k]->size());
-#pragma omp parallel for if (n > (1 << 16))
-    for (int64_t i = 0; i < n; ++i) {
-      p[i] *= decay;
-      // torch: m.lerp_(g, 1-b1) = m + (1-b1)(g-m); v.mul_(b2).addcmul_(g, g, 1-b2)
-      m[i] += (g[i] - m[i]) * (1.0f - b1);
-      v[i] = v[i] * b2 + (1.0f - b2) * g[i] * g[i];
-      const float denom = std::sqrt(v[i]) / bc2_sqrt + eps;
-      p[i] -= step_size * (m[i] / denom);
-    }
-  }
+  const AdamWStep s = adamw_step_for(cfg_, ++t_, lr);
+  for (size_t k = 0; k < params.size(); ++k)
+    cpu::adamw_step(params[k]->data(), grads[k]->data(), m_[k].data(), v_[k].data(),
+                    int64_t(params[k]->size()), s);
 }
 
 double lr_factor(int64_t s, int64_t warmup, int64_t total) {

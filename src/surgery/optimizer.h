@@ -6,19 +6,15 @@
 #include <cstdint>
 #include <vector>
 
-namespace hs {
+#include "ops/adamw.h"
 
-struct AdamWConfig {
-  double lr = 5e-5, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
-};
+namespace hs {
 
 // torch.optim.AdamW on a list of fp32 tensors; moments kept in fp32 like PyTorch's.
 class AdamW {
  public:
   AdamW(AdamWConfig cfg, const std::vector<size_t>& sizes);
-  // One step with learning rate lr (the scheduled value): p *= 1 - lr*wd;
-  // m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-  // p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+  // One step with learning rate lr (the scheduled value), ops/adamw.h's update per element.
   void step(const std::vector<std::vector<float>*>& params,
             const std::vector<std::vector<float>*>& grads, double lr);
   int64_t steps() const { return t_; }

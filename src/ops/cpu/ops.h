@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "ops/adamw.h"
 #include "ops/alibi.h"
 #include "ops/gelu.h"
 #include "ops/qkv_layout.h"
@@ -128,5 +129,8 @@ void logsumexp_update(const float* logits, int64_t T, int64_t Vc, float* m, doub
 template <class T>
 void cross_entropy_backward(T* dlogits, const T* logits, const T* lse, const int32_t* target,
                             const T* scale, int64_t Tn, int64_t Vc, int64_t v0);
+
+// One AdamW step over n fp32 parameters with their gradients and moments (ops/adamw.h).
+void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamWStep& s);
 
 }  // namespace hs::cpu
