@@ -19,7 +19,6 @@
 #include "engine/cpu/train.h"
 #include "random_family_model.h"
 #include "reference_model.h"
-#include "surgery/slices.h"
 
 namespace hs {
 namespace {
@@ -212,7 +211,7 @@ TEST_P(Family, SurgicalSlicesAreSlicesOfTheFullGradients) {
   Gradients full = Gradients::all(w), surg = Gradients::surgical(c, targets);
   loss_and_grad(w, ids_, 0.1, full);
   loss_and_grad(w, ids_, 0.1, surg);
-  TargetSlices want = TargetSlices::gather(full.full, targets);
+  TargetSlices want = gather_slices(full.full, targets);
   auto got = surg.buffers(), exp = want.buffers();
   ASSERT_EQ(got.size(), exp.size());
   ASSERT_EQ(got.size(), targets.size() * (c.linear_bias ? 3 : 2));
@@ -257,7 +256,9 @@ TEST_P(Family, SaveRoundTripsNamesDtypesAndBytes) {
   // head's q, k and v rows (wherever the family stores them) and its output columns.
   const ModelConfig& c = w.config;
   const int64_t d = c.hidden, hd = c.head_dim(), h = c.n_head - 1;
-  reinitialize(w, {{0, int(h)}}, InitKind::XavierNormal, 5);
+  TargetSlices s = gather_slices(w, {{0, int(h)}});
+  reinitialize(s, InitKind::XavierNormal, 5);
+  scatter_slices(s, w);
   save_checkpoint(out, w, model.checkpoint().config_json(), &model.checkpoint(), DType::F32,
                   dir_ + "/tokenizer.json");
   SafetensorsFile a(dir_ + "/model.safetensors"), b(out + "/model.safetensors");

@@ -10,11 +10,11 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "engine/cpu/optimizer.h"
 #include "engine/cpu/train.h"
 #include "golden_data.h"
 #include "io/safetensors.h"
-#include "surgery/optimizer.h"
-#include "surgery/slices.h"
+#include "surgery/schedule.h"
 #include "test_util.h"
 
 namespace hs {
@@ -79,7 +79,7 @@ TEST_P(GoldenTraining, SurgicalGradientsAreSlicesOfTheFullOnes) {
   }
   // The full gradients, gathered at the targets, are exactly what surgery must compute.
   TrainWeights as_weights = full.full;
-  TargetSlices want = TargetSlices::gather(as_weights, targets);
+  TargetSlices want = gather_slices(as_weights, targets);
   auto got = surg.buffers(), exp = want.buffers();
   ASSERT_EQ(got.size(), exp.size());
   for (size_t k = 0; k < got.size(); ++k) EXPECT_LE(rel_err(*got[k], *exp[k]), 1e-5) << k;
@@ -110,7 +110,7 @@ TEST_P(GoldenTraining, ThreeStepSurgicalRun) {
   // accumulation 2; clip 1.0.
   const int steps = sc["steps"], accum = sc["grad_accum"];
   const double clip = sc["clip_norm"];
-  TargetSlices slices = TargetSlices::gather(w, targets);
+  TargetSlices slices = gather_slices(w, targets);
   std::vector<size_t> sizes;
   for (auto* b : slices.buffers()) sizes.push_back(b->size());
   AdamW opt({1e-2, 0.9, 0.999, 1e-8, 0.0}, sizes);
@@ -130,7 +130,7 @@ TEST_P(GoldenTraining, ThreeStepSurgicalRun) {
     std::printf("measured %s: step %d grad-norm rel err %.2e\n", dir.c_str(), s,
                 std::abs(norm - ref_norm) / ref_norm);
     opt.step(slices.buffers(), grads.buffers(), 1e-2 * lr_factor(s, 1, steps));
-    slices.scatter(w);
+    scatter_slices(slices, w);
   }
   for (int l : layers) {
     const std::string p = "surgery.final." + std::to_string(l) + ".";
@@ -176,7 +176,7 @@ TEST_P(GoldenTraining, ThreeStepSurgicalRun) {
   }
   // Nothing but the target slices moved.
   TrainWeights masked = w;
-  TargetSlices::gather(before, targets).scatter(masked);
+  scatter_slices(gather_slices(before, targets), masked);
   auto a = masked.params();
   auto b = before.params();
   for (size_t k = 0; k < a.size(); ++k) EXPECT_EQ(*a[k].buf, *b[k].buf) << a[k].name;

@@ -101,7 +101,7 @@ void fill_normal(float* out, int64_t first, int64_t n, float stdev, uint64_t see
 }
 
 struct Tensor {
-  std::string name;  // canonical, without the "transformer." prefix
+  std::string name;  // as written: the family's name with the "transformer." prefix
   std::vector<int64_t> shape;
   float stdev, value;  // value when stdev == 0 (LayerNorm weights 1, biases 0)
 
@@ -113,29 +113,14 @@ struct Tensor {
 };
 
 // Every tensor of the config in checkpoint order: matrices N(0, 0.02), norm weights 1, biases 0.
-std::vector<Tensor> model_tensors(const hs::ModelConfig& c) {
-  using hs::LayerRole, hs::ModelRole;
+std::vector<Tensor> random_tensors(const hs::ModelConfig& c) {
   std::vector<Tensor> ts;
-  auto add_model = [&](ModelRole r) {
-    if (hs::role_present(c, r))
-      ts.push_back({hs::tensor_name(c, r), hs::role_shape(c, r),
-                    hs::role_is_matrix(r) ? 0.02f : 0.0f,
-                    hs::role_is_norm_weight(r) ? 1.0f : 0.0f});
-  };
-  add_model(ModelRole::tok_emb);
-  add_model(ModelRole::emb_norm);
-  add_model(ModelRole::emb_norm_b);
-  for (int64_t l = 0; l < c.n_layer; ++l)
-    for (int k = 0; k < hs::kLayerRoles; ++k) {
-      const auto r = LayerRole(k);
-      if (hs::role_present(c, r))
-        ts.push_back({hs::tensor_name(c, r, l), hs::role_shape(c, r),
-                      hs::role_is_matrix(r) ? 0.02f : 0.0f,
-                      hs::role_is_norm_weight(r) ? 1.0f : 0.0f});
-    }
-  add_model(ModelRole::out_norm);
-  add_model(ModelRole::out_norm_b);
-  add_model(ModelRole::lm_head);
+  for (const hs::TensorRef& t : hs::model_tensors(c)) {
+    const bool norm =
+        t.per_layer ? hs::role_is_norm_weight(t.layer_role) : hs::role_is_norm_weight(t.model_role);
+    ts.push_back({hs::hf_tensor_name(c, t), hs::role_shape(c, t),
+                  hs::role_is_matrix(t) ? 0.02f : 0.0f, norm ? 1.0f : 0.0f});
+  }
   return ts;
 }
 
@@ -218,7 +203,7 @@ int run(int argc, char** argv) {
 
   // Shards of at most shard_mb, filled in model order as transformers does; a tensor larger
   // than that gets a shard of its own.
-  const std::vector<Tensor> ts = model_tensors(c);
+  const std::vector<Tensor> ts = random_tensors(c);
   std::vector<std::vector<size_t>> shards(1);
   int64_t cur = 0, total = 0, largest = 0;
   for (size_t i = 0; i < ts.size(); ++i) {
@@ -248,10 +233,8 @@ int run(int argc, char** argv) {
     files.insert(file);
     std::vector<hs::SafetensorsWriter::Entry> entries;
     for (size_t i : shards[s]) {
-      const std::string full =
-          ts[i].name == "lm_head.weight" ? ts[i].name : hs::kBasePrefix + ts[i].name;
-      entries.push_back({full, dt, ts[i].shape});
-      weight_map[full] = file;
+      entries.push_back({ts[i].name, dt, ts[i].shape});
+      weight_map[ts[i].name] = file;
     }
     hs::SafetensorsWriter w((dir / file).string(), entries);
     for (size_t i : shards[s]) {

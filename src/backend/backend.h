@@ -7,6 +7,7 @@
 
 #include "engine/cpu/weights.h"
 #include "engine/engine.h"
+#include "ops/adamw.h"
 
 namespace hs {
 
@@ -21,5 +22,13 @@ std::string cuda_unusable_reason();
 // type: "auto" (the checkpoint's half type, bf16 for fp32 checkpoints), "bf16", "f16", "f32".
 std::unique_ptr<Engine> make_engine(Model& model, DeviceKind device,
                                     const std::string& gpu_dtype = "auto");
+
+// Surgery (engine/engine.h) on `device` over a checkpoint opened as `model`, for these targets:
+// on the CPU the weights are converted into one fp32 training copy (cpu_threads sequences at a
+// time, engine/cpu/surgery.h), on a GPU they are uploaded in gpu_dtype with the slices' fp32
+// masters beside them.
+std::unique_ptr<Surgery> make_surgery(Model& model, DeviceKind device, const std::string& gpu_dtype,
+                                      const std::vector<HeadRef>& targets, AdamWConfig adam,
+                                      int cpu_threads);
 
 }  // namespace hs

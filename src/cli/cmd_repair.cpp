@@ -1,5 +1,6 @@
 // headsurgeon repair MODEL --plan plan.json --corpus PATH -o RUN_DIR
 #include "cli/common.h"
+#include "cli/model_loading.h"
 #include "surgery/repair.h"
 
 namespace hs::cli {
@@ -8,6 +9,7 @@ void add_repair(CLI::App& app) {
   auto o = std::make_shared<RepairOptions>();
   auto init = std::make_shared<std::string>("xavier-normal");
   auto no_reinit = std::make_shared<bool>(false);
+  auto dev = std::make_shared<DeviceArgs>();
   CLI::App* sub = app.add_subcommand(
       "repair",
       "Surgical repair (the paper's method): re-initialise the plan's target heads (Q/K/V rows "
@@ -50,10 +52,14 @@ void add_repair(CLI::App& app) {
   sub->add_option("--gen-tokens", o->gen_tokens, "tokens per sample generation at evaluations")
       ->capture_default_str();
   sub->add_flag("-q,--quiet", o->quiet, "no progress lines");
+  add_device_options(sub, *dev);
   sub->add_option("--interrupt-after-steps", o->interrupt_after_steps,
                   "testing: act as if Ctrl-C arrived after this step")
       ->group("");
-  sub->callback([o, init, no_reinit] {
+  sub->callback([o, init, no_reinit, dev] {
+    o->device = dev->device;
+    o->gpu_dtype = dev->gpu_dtype;
+    o->device_from = dev->device_from;
     o->init = *init == "xavier-uniform" ? InitKind::XavierUniform : InitKind::XavierNormal;
     o->reinit = !*no_reinit;
     const int rc = run_repair(*o);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/slices.h"
 #include "util/error.h"
 
 namespace hs {
@@ -85,6 +86,34 @@ class Engine {
                                               const ForwardOptions& opts) = 0;
   // Room for `batch` sequences of up to `capacity` tokens each.
   virtual std::unique_ptr<IncrementalDecoder> decoder(int64_t batch, int64_t capacity) = 0;
+};
+
+// AdamW's state over a list of tensors: first and second moments, and the steps taken.
+struct AdamState {
+  std::vector<std::vector<float>> m, v;
+  int64_t steps = 0;
+};
+
+// Surgical training on one device (docs/numerics.md §3): the frozen model, and the target
+// heads' slices as fp32 masters with their accumulated gradients and AdamW moments. Only the
+// slices ever get a gradient, and the backward stops at the lowest target layer.
+class Surgery {
+ public:
+  virtual ~Surgery() = default;
+  // Forward and backward of a batch of sequences: adds to the slices' gradients the gradient of
+  // the sum over the batch's predicted tokens of weight * CE, and returns that loss sum.
+  virtual double accumulate(const std::vector<const std::vector<int32_t>*>& batch,
+                            double weight) = 0;
+  // Clips the accumulated gradients' global norm at max_norm, takes one AdamW step at lr, makes
+  // the model use the new slices and zeroes the gradients. Returns the norm before clipping.
+  virtual double step(double lr, double max_norm) = 0;
+  // The model with the current slices, for evaluations.
+  virtual Engine& engine() = 0;
+  // The masters and the optimizer's state (run state, checkpoints), and setting them (start,
+  // re-initialisation, resume); the model then uses the masters.
+  virtual const TargetSlices& masters() = 0;
+  virtual const AdamState& adam() = 0;
+  virtual void set(const TargetSlices& masters, const AdamState& adam) = 0;
 };
 
 }  // namespace hs

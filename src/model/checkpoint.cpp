@@ -11,6 +11,12 @@ namespace hs {
 
 namespace fs = std::filesystem;
 
+nlohmann::json written_config(const ModelConfig& c, const nlohmann::json& base, DType stored) {
+  nlohmann::json j = c.to_json(base);
+  j["dtype"] = stored == DType::BF16 ? "bfloat16" : stored == DType::F16 ? "float16" : "float32";
+  return j;
+}
+
 Checkpoint::Checkpoint(const std::string& spec) : dir_(resolve_model_dir(spec)) {
   const std::string cfg_path = (fs::path(dir_) / "config.json").string();
   config_json_ = read_json_file(cfg_path);
@@ -81,6 +87,18 @@ const TensorView& Checkpoint::tensor(LayerRole r, int64_t layer) const {
     throw Error(
         dir_, std::string("this ") + family_name(config_.family) + " model has no " + role_name(r));
   return *t;
+}
+
+const TensorView& Checkpoint::tensor(const TensorRef& t) const {
+  return t.per_layer ? tensor(t.layer_role, t.layer) : tensor(t.model_role);
+}
+
+void Checkpoint::read_rows(const TensorRef& t, DType dst, int64_t first, int64_t n,
+                           void* out) const {
+  if (t.per_layer)
+    read_rows(t.layer_role, t.layer, dst, first, n, out);
+  else
+    read_rows(t.model_role, dst, first, n, out);
 }
 
 void Checkpoint::read_rows(ModelRole r, DType dst, int64_t first, int64_t n, void* out) const {

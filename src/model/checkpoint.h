@@ -17,6 +17,10 @@
 
 namespace hs {
 
+// The config.json of a checkpoint written from c: the family's keys set on base (every other key
+// kept) and "dtype" naming `stored`, the model's storage type.
+nlohmann::json written_config(const ModelConfig& c, const nlohmann::json& base, DType stored);
+
 class Checkpoint {
  public:
   // Opens config + weight files and checks each tensor the config needs: present, with the shape
@@ -35,12 +39,14 @@ class Checkpoint {
   // The tensor of a role the config has (throws for an absent one: check role_present).
   const TensorView& tensor(ModelRole r) const;
   const TensorView& tensor(LayerRole r, int64_t layer) const;
+  const TensorView& tensor(const TensorRef& t) const;
 
   // Rows [first, first + n) of a tensor, in the internal qkv layout (ops/qkv_layout.h: the fused
   // qkv rows of a family stored otherwise are permuted here), converted to `dst` (a float type)
   // into out. A vector has one element per row.
   void read_rows(ModelRole r, DType dst, int64_t first, int64_t n, void* out) const;
   void read_rows(LayerRole r, int64_t layer, DType dst, int64_t first, int64_t n, void* out) const;
+  void read_rows(const TensorRef& t, DType dst, int64_t first, int64_t n, void* out) const;
 
   bool has(const std::string& name) const;
   const TensorView& tensor(const std::string& name) const;  // throws when missing

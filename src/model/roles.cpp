@@ -110,4 +110,34 @@ std::string hf_tensor_name(const ModelConfig& c, LayerRole r, int64_t layer) {
 
 const FamilyTensorNames& family_tensor_names(Family f) { return family_spec(f).names; }
 
+std::vector<TensorRef> model_tensors(const ModelConfig& c) {
+  std::vector<TensorRef> out;
+  auto add = [&](ModelRole r) {
+    if (role_present(c, r)) out.push_back({false, r, LayerRole::wqkv, -1});
+  };
+  add(ModelRole::tok_emb);
+  add(ModelRole::emb_norm);
+  add(ModelRole::emb_norm_b);
+  for (int64_t l = 0; l < c.n_layer; ++l)
+    for (int r = 0; r < kLayerRoles; ++r)
+      if (role_present(c, LayerRole(r))) out.push_back({true, ModelRole::tok_emb, LayerRole(r), l});
+  add(ModelRole::out_norm);
+  add(ModelRole::out_norm_b);
+  add(ModelRole::lm_head);
+  return out;
+}
+
+bool role_present(const ModelConfig& c, const TensorRef& t) {
+  return t.per_layer ? role_present(c, t.layer_role) : role_present(c, t.model_role);
+}
+std::vector<int64_t> role_shape(const ModelConfig& c, const TensorRef& t) {
+  return t.per_layer ? role_shape(c, t.layer_role) : role_shape(c, t.model_role);
+}
+bool role_is_matrix(const TensorRef& t) {
+  return t.per_layer ? role_is_matrix(t.layer_role) : role_is_matrix(t.model_role);
+}
+std::string hf_tensor_name(const ModelConfig& c, const TensorRef& t) {
+  return t.per_layer ? hf_tensor_name(c, t.layer_role, t.layer) : hf_tensor_name(c, t.model_role);
+}
+
 }  // namespace hs

@@ -77,6 +77,22 @@ std::string hf_tensor_name(const ModelConfig& c, ModelRole r);
 std::string hf_tensor_name(const ModelConfig& c, LayerRole r, int64_t layer);
 constexpr const char* kBasePrefix = "transformer.";
 
+// One tensor of a model: a model role, or a layer role of one layer.
+struct TensorRef {
+  bool per_layer;
+  ModelRole model_role;  // when !per_layer
+  LayerRole layer_role;  // when per_layer
+  int64_t layer;         // when per_layer
+};
+// Every tensor the config has, in checkpoint order: token embedding, its norm, the layers (in
+// LayerRole order), final norm, untied head. The order of written checkpoints, of the training
+// weights and of pretraining's random draws.
+std::vector<TensorRef> model_tensors(const ModelConfig& c);
+bool role_present(const ModelConfig& c, const TensorRef& t);
+std::vector<int64_t> role_shape(const ModelConfig& c, const TensorRef& t);
+bool role_is_matrix(const TensorRef& t);
+std::string hf_tensor_name(const ModelConfig& c, const TensorRef& t);
+
 // The names of one family (family_*.cpp): per role the name, nullptr where the family never has
 // that tensor. Layer names hold "{}" where the layer index goes.
 struct FamilyTensorNames {

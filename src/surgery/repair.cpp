@@ -13,14 +13,14 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "backend/backend.h"
 #include "diagnose/run.h"
-#include "engine/cpu/save.h"
 #include "eval/generate.h"
 #include "eval/heldout.h"
 #include "eval/perplexity.h"
 #include "io/safetensors.h"
-#include "surgery/optimizer.h"
 #include "surgery/plan.h"
+#include "surgery/schedule.h"
 #include "text/corpus.h"
 #include "text/tokenizer.h"
 #include "util/clock.h"
@@ -48,24 +48,22 @@ struct RunState {
 
 // Resumable state: the trainable slices (fp32 masters), Adam moments, counters. Written to a
 // fresh folder, then swapped in, so a crash mid-write leaves the previous state intact.
-void save_state(const fs::path& run, TargetSlices& slices, AdamW& opt, const RunState& st,
-                const nlohmann::json& options) {
+void save_state(const fs::path& run, const TargetSlices& slices, const AdamState& adam,
+                const RunState& st, const nlohmann::json& options) {
   const fs::path dir = run / "state", tmp = run / ("state.tmp-" + std::to_string(::getpid()));
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   std::vector<TensorToWrite> ts;
-  auto bufs = slices.buffers();
+  const auto bufs = slices.buffers();
   for (size_t k = 0; k < bufs.size(); ++k) {
     const int64_t n = int64_t(bufs[k]->size());
     ts.push_back({"slice." + std::to_string(k), DType::F32, {n}, bufs[k]->data(), size_t(n) * 4});
-    ts.push_back(
-        {"adam_m." + std::to_string(k), DType::F32, {n}, opt.m()[k].data(), size_t(n) * 4});
-    ts.push_back(
-        {"adam_v." + std::to_string(k), DType::F32, {n}, opt.v()[k].data(), size_t(n) * 4});
+    ts.push_back({"adam_m." + std::to_string(k), DType::F32, {n}, adam.m[k].data(), size_t(n) * 4});
+    ts.push_back({"adam_v." + std::to_string(k), DType::F32, {n}, adam.v[k].data(), size_t(n) * 4});
   }
   write_safetensors((tmp / "state.safetensors").string(), ts);
   const nlohmann::json j = {{"step", st.step},
-                            {"adam_steps", opt.steps()},
+                            {"adam_steps", adam.steps},
                             {"best_ppl", std::isfinite(st.best_ppl) ? nlohmann::json(st.best_ppl)
                                                                     : nlohmann::json(nullptr)},
                             {"best_step", st.best_step},
@@ -81,7 +79,7 @@ void save_state(const fs::path& run, TargetSlices& slices, AdamW& opt, const Run
   fs::remove_all(old);
 }
 
-void load_state(const fs::path& run, TargetSlices& slices, AdamW& opt, RunState& st,
+void load_state(const fs::path& run, TargetSlices& slices, AdamState& adam, RunState& st,
                 const nlohmann::json& options) {
   const fs::path jp = run / "state" / "state.json";
   if (!fs::exists(jp)) throw Error(jp.string(), "no resumable state in this run directory");
@@ -93,6 +91,11 @@ void load_state(const fs::path& run, TargetSlices& slices, AdamW& opt, RunState&
       throw Error(jp.string(), std::string("option --") + k + " was " + j["options"][k].dump() +
                                    " in this run, now " + options[k].dump() +
                                    ": resume with the same settings");
+  // Bit for bit on the same device only (runs recorded before the device was, ran on the CPU).
+  if (j["options"].value("device", "cpu") != options["device"])
+    throw Error(jp.string(), "this run trained on " + j["options"].value("device", "cpu") +
+                                 ", now on " + options["device"].get<std::string>() +
+                                 ": resume with the same --device");
   SafetensorsFile f((run / "state" / "state.safetensors").string());
   auto bufs = slices.buffers();
   auto read_into = [&](const std::string& name, std::vector<float>& dst) {
@@ -103,11 +106,11 @@ void load_state(const fs::path& run, TargetSlices& slices, AdamW& opt, RunState&
   };
   for (size_t k = 0; k < bufs.size(); ++k) {
     read_into("slice." + std::to_string(k), *bufs[k]);
-    read_into("adam_m." + std::to_string(k), opt.m()[k]);
-    read_into("adam_v." + std::to_string(k), opt.v()[k]);
+    read_into("adam_m." + std::to_string(k), adam.m[k]);
+    read_into("adam_v." + std::to_string(k), adam.v[k]);
   }
   st.step = j["step"];
-  opt.set_steps(j["adam_steps"]);
+  adam.steps = j["adam_steps"];
   st.best_ppl = j["best_ppl"].is_null() ? INFINITY : j["best_ppl"].get<double>();
   st.best_step = j["best_step"];
   st.evals_since_best = j["evals_since_best"];
@@ -127,11 +130,12 @@ int run_repair(const RepairOptions& o) {
   if (!(o.lr > 0) || !(o.clip > 0)) throw Error("--lr/--clip", "must be positive");
   if (o.eval_every < 1) throw Error("--eval-every", "must be at least 1 epoch");
 
-  // Streamed: the weights are converted once, straight into the training copy below.
+  // On the CPU the weights are converted once, straight into the surgery's training copy; on a
+  // GPU they go to the device.
+  const DeviceKind device = resolve_device(o.device, o.device_from);
   Model model(o.model, ModelOptions{0});
   const ModelConfig& c = model.config();
-  const std::string tok_path = model.checkpoint().tokenizer_path();
-  const Tokenizer tok = Tokenizer::from_file(tok_path);
+  const Tokenizer tok = Tokenizer::from_file(model.checkpoint().tokenizer_path());
   const nlohmann::json plan_json = read_json_file(o.plan);
   const Plan plan = Plan::from_json(plan_json, o.plan, int(c.n_layer), int(c.n_head));
   const auto targets = plan.target_list();
@@ -169,36 +173,38 @@ int run_repair(const RepairOptions& o) {
       {"eval_every", o.eval_every},
       {"eval_steps", o.eval_steps},
       {"patience", o.patience},
+      {"device", device == DeviceKind::cuda ? "cuda" : "cpu"},
       {"chunks", chunks.size()},
       {"steps_per_epoch", steps_per_epoch},
       {"total_steps", total}};
 
+  // Small models (the demo's d = 128) run the micro-batches one per CPU thread; large ones keep
+  // every thread inside each operation, where their matrices keep them busy.
+  const int seq_threads =
+      c.hidden < 512 ? std::max(1, std::min(omp_get_max_threads(), o.accum)) : 1;
+  const AdamWConfig adam{o.lr, 0.9, 0.999, 1e-8, 0.0};
+  const std::unique_ptr<Surgery> surgery =
+      make_surgery(model, device, o.gpu_dtype, targets, adam, seq_threads);
+  Engine& engine = surgery->engine();
+  if (!o.quiet) std::fprintf(stderr, "repair: on %s\n", engine.device().c_str());
+
   // Baseline diagnosis of the input model: the reference for drift of the watched heads.
   DiagnoseOptions dopt;
   dopt.bos = plan.bos;
-  TrainWeights w = TrainWeights::from_model(model);
-  TrainWeightsSource source(w);
-  const Diagnosis before = diagnose(source, tok, dopt, o.model);
+  const Diagnosis before = diagnose(engine, tok, dopt, o.model);
   // Full diagnoses (here and at each evaluation) in `diagnose --json` form, for drift and report.
   write_file_atomic((run / "diagnosis_before.json").string(), to_json(before).dump(1) + "\n");
-  if (o.reinit) reinitialize(w, targets, o.init, o.seed);
-  TargetSlices slices = TargetSlices::gather(w, targets);
-  std::vector<size_t> sizes;
-  for (auto* b : slices.buffers()) sizes.push_back(b->size());
-  AdamW opt({o.lr, 0.9, 0.999, 1e-8, 0.0}, sizes);
+  TargetSlices slices = surgery->masters();
+  AdamState adam_state = surgery->adam();
+  if (o.reinit) reinitialize(slices, o.init, o.seed);
   RunState st;
   if (o.resume) {
-    load_state(run, slices, opt, st, options);
-    slices.scatter(w);
+    load_state(run, slices, adam_state, st, options);
   } else {
     write_file_atomic((run / "plan.json").string(), plan.to_json().dump(1) + "\n");
     write_file_atomic((run / "config.json").string(), options.dump(1) + "\n");
   }
-  // Small models (the demo's d = 128) run the micro-batches one per thread; large ones keep
-  // every thread inside each operation, where their matrices keep them busy.
-  const int seq_threads =
-      c.hidden < 512 ? std::max(1, std::min(omp_get_max_threads(), o.accum)) : 1;
-  std::vector<Gradients> grads(size_t(seq_threads), Gradients::surgical(c, targets));
+  surgery->set(slices, adam_state);
 
   // A fixed sample of chunks for the training PPL.
   std::vector<std::vector<int32_t>> train_sample;
@@ -207,7 +213,7 @@ int run_repair(const RepairOptions& o) {
 
   auto evaluate = [&](int64_t epoch_done) {
     const auto t0 = std::chrono::steady_clock::now();
-    const Diagnosis now = diagnose(source, tok, dopt, o.out_dir);
+    const Diagnosis now = diagnose(engine, tok, dopt, o.out_dir);
     write_file_atomic((run / "diagnoses" / ("step-" + std::to_string(st.step) + ".json")).string(),
                       to_json(now).dump(1) + "\n");
     int woken = 0;
@@ -218,11 +224,11 @@ int run_repair(const RepairOptions& o) {
       if (std::abs(delta) > 0.05)
         drift.push_back({{"layer", h.layer}, {"head", h.head}, {"delta", delta}});
     }
-    const double train_ppl = perplexity(source, train_sample, o.seq).ppl;
-    const double heldout_ppl = perplexity(source, heldout_ids, 1 << 20).ppl;
+    const double train_ppl = perplexity(engine, train_sample, o.seq).ppl;
+    const double heldout_ppl = perplexity(engine, heldout_ids, 1 << 20).ppl;
     nlohmann::json gens = nlohmann::json::array();
     for (const char* p : kGenPrompts) {
-      const auto ids = greedy_generate(source, tok.encode(p), o.gen_tokens);
+      const auto ids = greedy_generate(engine, tok.encode(p), o.gen_tokens);
       gens.push_back({{"prompt", p}, {"text", tok.decode(ids)}});
     }
     nlohmann::json e = {
@@ -246,19 +252,17 @@ int run_repair(const RepairOptions& o) {
     st.loss_sum = 0;
     st.loss_count = 0;
     const std::string ck = (run / "checkpoints" / ("step-" + std::to_string(st.step))).string();
-    save_checkpoint(ck, w, model.checkpoint().config_json(), &model.checkpoint(), DType::F32,
-                    tok_path);
+    write_with_slices(ck, model.checkpoint(), surgery->masters());
     if (heldout_ppl < st.best_ppl) {
       st.best_ppl = heldout_ppl;
       st.best_step = st.step;
       st.evals_since_best = 0;
-      save_checkpoint((run / "best").string(), w, model.checkpoint().config_json(),
-                      &model.checkpoint(), DType::F32, tok_path);
+      write_with_slices((run / "best").string(), model.checkpoint(), surgery->masters());
     } else {
       ++st.evals_since_best;
     }
     write_file_atomic((run / "trajectory.json").string(), st.trajectory.dump(1) + "\n");
-    save_state(run, slices, opt, st, options);
+    save_state(run, surgery->masters(), surgery->adam(), st, options);
     if (!o.quiet)
       std::fprintf(
           stderr,
@@ -292,15 +296,13 @@ int run_repair(const RepairOptions& o) {
     const double n_micro = double(last - first);
     std::vector<const std::vector<int32_t>*> batch;
     for (size_t i = first; i < last; ++i) batch.push_back(&chunks[order[i]]);
-    const double loss = batch_loss_and_grad(w, batch, 1.0 / (n_micro * (o.seq - 1)), grads);
+    const double loss = surgery->accumulate(batch, 1.0 / (n_micro * (o.seq - 1)));
     if (!std::isfinite(loss))
       throw Error(o.out_dir, "loss became " + std::to_string(loss) + " at step " +
                                  std::to_string(st.step + 1) +
                                  ": stopped; the last checkpoint and state are intact");
-    clip_grad_norm(grads[0].buffers(), o.clip);
     const double lr = o.lr * lr_factor(st.step, warmup, total);
-    opt.step(slices.buffers(), grads[0].buffers(), lr);
-    slices.scatter(w);
+    surgery->step(lr, o.clip);
     ++st.step;
     tokens_done += int64_t(n_micro) * o.seq;
     st.loss_sum += loss;
@@ -326,7 +328,7 @@ int run_repair(const RepairOptions& o) {
     }
     if (o.interrupt_after_steps > 0 && st.step == o.interrupt_after_steps) g_interrupted = true;
     if (g_interrupted) {
-      save_state(run, slices, opt, st, options);
+      save_state(run, surgery->masters(), surgery->adam(), st, options);
       std::fprintf(stderr, "interrupted: state saved at step %lld; continue with --resume\n",
                    (long long)st.step);
       std::signal(SIGINT, SIG_DFL);
@@ -336,8 +338,7 @@ int run_repair(const RepairOptions& o) {
   }
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
-  save_checkpoint((run / "final").string(), w, model.checkpoint().config_json(),
-                  &model.checkpoint(), DType::F32, tok_path);
+  write_with_slices((run / "final").string(), model.checkpoint(), surgery->masters());
   if (!o.quiet)
     std::fprintf(stderr, "done: %lld steps, best held-out PPL %.3f at step %lld, %s\n",
                  (long long)st.step, st.best_ppl, (long long)st.best_step, o.out_dir.c_str());

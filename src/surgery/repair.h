@@ -7,13 +7,15 @@
 #include <string>
 #include <vector>
 
-#include "surgery/slices.h"
+#include "model/slices.h"
 
 namespace hs {
 
 struct RepairOptions {
   std::string model, plan, out_dir;
-  std::vector<std::string> corpus;  // files or folders (recursively, sorted)
+  std::string device = "cpu", gpu_dtype = "auto";  // where to train (backend/backend.h)
+  std::string device_from = "--device";            // for error messages
+  std::vector<std::string> corpus;                 // files or folders (recursively, sorted)
   int epochs = 30;
   double lr = 5e-5;
   int accum = 8, seq = 512;

@@ -95,4 +95,25 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   }
 }
 
+void write_dir_atomic(const std::string& dir, const std::function<void(const std::string&)>& fill) {
+  namespace fs = std::filesystem;
+  const std::string tmp = dir + ".tmp-" + std::to_string(::getpid());
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  if (!fs::create_directories(tmp, ec) && ec) throw Error(dir, "cannot create: " + ec.message());
+  try {
+    fill(tmp);
+    const std::string old = dir + ".old-" + std::to_string(::getpid());
+    if (fs::exists(dir)) fs::rename(dir, old);
+    fs::rename(tmp, dir);
+    fs::remove_all(old, ec);
+  } catch (const Error&) {
+    fs::remove_all(tmp, ec);
+    throw;
+  } catch (const std::exception& e) {
+    fs::remove_all(tmp, ec);
+    throw Error(dir, std::string("cannot write: ") + e.what());
+  }
+}
+
 }  // namespace hs

@@ -1,6 +1,7 @@
 // Reading and writing user files with one-line errors that name them.
 #pragma once
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -19,5 +20,10 @@ std::vector<std::string> read_nonblank_lines(const std::string& path);
 // exists and is not a regular file (/dev/null, a FIFO) is written in place, since renaming
 // over it would replace it. Errors: "PATH: cannot write file" / "write failed".
 void write_file_atomic(const std::string& path, const std::string& content);
+
+// DIR replaced atomically by a directory that fill(tmp) writes into tmp (DIR.tmp-PID): the old
+// DIR survives until the new one is complete, and a failed fill leaves no tmp behind. Errors
+// other than hs::Error become "DIR: cannot write: what".
+void write_dir_atomic(const std::string& dir, const std::function<void(const std::string&)>& fill);
 
 }  // namespace hs

@@ -1,12 +1,10 @@
 #include "engine/cpu/save.h"
 
-#include <unistd.h>
-
 #include <filesystem>
-#include <fstream>
 
 #include "io/safetensors.h"
 #include "util/error.h"
+#include "util/files.h"
 
 namespace hs {
 
@@ -15,23 +13,14 @@ namespace fs = std::filesystem;
 void save_checkpoint(const std::string& dir, const TrainWeights& w,
                      const nlohmann::json& base_config, const Checkpoint* like, DType dtype,
                      const std::string& tokenizer_path) {
-  const std::string tmp = dir + ".tmp-" + std::to_string(::getpid());
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  if (!fs::create_directories(tmp, ec) && ec) throw Error(dir, "cannot create: " + ec.message());
-  try {
+  write_dir_atomic(dir, [&](const std::string& tmp) {
     const ModelConfig& c = w.config;
-    std::vector<SafetensorsWriter::Entry> entries;
     const auto params = w.params();
+    std::vector<SafetensorsWriter::Entry> entries;
     std::vector<DType> types;
     for (const auto& p : params) {
-      const TensorView* src = !like         ? nullptr
-                              : p.per_layer ? &like->tensor(p.layer_role, p.layer)
-                                            : &like->tensor(p.model_role);
-      types.push_back(src ? src->dtype : dtype);
-      entries.push_back(
-          {p.per_layer ? hf_tensor_name(c, p.layer_role, p.layer) : hf_tensor_name(c, p.model_role),
-           types.back(), p.shape});
+      types.push_back(like ? like->tensor(p).dtype : dtype);
+      entries.push_back({hf_tensor_name(c, p), types.back(), p.shape});
     }
     SafetensorsWriter out(tmp + "/model.safetensors", entries);
     std::vector<std::byte> raw;
@@ -46,23 +35,10 @@ void save_checkpoint(const std::string& dir, const TrainWeights& w,
       out.append(raw.data(), raw.size());
     }
     out.commit();
-    nlohmann::json cfg = w.config.to_json(base_config);
-    const DType main = types.front();  // the token embedding's: the model's storage type
-    cfg["dtype"] = main == DType::BF16 ? "bfloat16" : main == DType::F16 ? "float16" : "float32";
-    std::ofstream(tmp + "/config.json") << cfg.dump(2) << "\n";
+    write_file_atomic(tmp + "/config.json",
+                      written_config(c, base_config, types.front()).dump(2) + "\n");
     if (fs::exists(tokenizer_path)) fs::copy_file(tokenizer_path, tmp + "/tokenizer.json");
-    // Swap in: the old directory survives until the new one is complete.
-    const std::string old = dir + ".old-" + std::to_string(::getpid());
-    if (fs::exists(dir)) fs::rename(dir, old);
-    fs::rename(tmp, dir);
-    fs::remove_all(old, ec);
-  } catch (const Error&) {
-    fs::remove_all(tmp, ec);
-    throw;
-  } catch (const std::exception& e) {
-    fs::remove_all(tmp, ec);
-    throw Error(dir, std::string("cannot write checkpoint: ") + e.what());
-  }
+  });
 }
 
 }  // namespace hs

@@ -102,23 +102,15 @@ TrainWeights TrainWeights::from_model(Model& m) {
 
 std::vector<TrainWeights::Param> TrainWeights::params() {
   std::vector<Param> out;
-  auto add_model = [&](ModelRole r) {
-    if (!model[int(r)].empty())
-      out.push_back({tensor_name(config, r), false, r, LayerRole::wqkv, -1, role_shape(config, r),
-                     role_is_matrix(r), &model[int(r)]});
-  };
-  add_model(ModelRole::tok_emb);
-  add_model(ModelRole::emb_norm);
-  add_model(ModelRole::emb_norm_b);
-  for (size_t l = 0; l < layers.size(); ++l)
-    for (int r = 0; r < kLayerRoles; ++r)
-      if (!layers[l].t[r].empty())
-        out.push_back({tensor_name(config, LayerRole(r), int64_t(l)), true, ModelRole::tok_emb,
-                       LayerRole(r), int64_t(l), role_shape(config, LayerRole(r)),
-                       role_is_matrix(LayerRole(r)), &layers[l].t[r]});
-  add_model(ModelRole::out_norm);
-  add_model(ModelRole::out_norm_b);
-  add_model(ModelRole::lm_head);
+  for (const TensorRef& t : model_tensors(config)) {
+    std::vector<float>& buf =
+        t.per_layer ? layers[t.layer][t.layer_role] : model[int(t.model_role)];
+    if (buf.empty()) continue;  // (from_model/zeros fill every present role)
+    out.push_back({t,
+                   t.per_layer ? tensor_name(config, t.layer_role, t.layer)
+                               : tensor_name(config, t.model_role),
+                   role_shape(config, t), role_is_matrix(t), &buf});
+  }
   return out;
 }
 
@@ -126,16 +118,38 @@ std::vector<TrainWeights::Param> TrainWeights::params() const {
   return const_cast<TrainWeights*>(this)->params();
 }
 
+TargetSlices gather_slices(const TrainWeights& w, std::vector<HeadRef> targets) {
+  TargetSlices s = TargetSlices::zeros(w.config, std::move(targets));
+  const int64_t d = s.hidden, hd = s.head_dim;
+  for (size_t k = 0; k < s.targets.size(); ++k) {
+    const TrainLayer& L = w.layers[s.targets[k].layer];
+    const int64_t r0 = qkv_row(s.targets[k].head, 0, hd);
+    std::copy_n(L[LayerRole::wqkv].begin() + r0 * d, 3 * hd * d, s.qkv_rows[k].begin());
+    if (!s.qkv_bias[k].empty())
+      std::copy_n(L[LayerRole::bqkv].begin() + r0, 3 * hd, s.qkv_bias[k].begin());
+    for (int64_t o = 0; o < d; ++o)
+      std::copy_n(L[LayerRole::wo].data() + o * d + s.targets[k].head * hd, hd,
+                  s.dense_cols[k].data() + o * hd);
+  }
+  return s;
+}
+
+void scatter_slices(const TargetSlices& s, TrainWeights& w) {
+  const int64_t d = s.hidden, hd = s.head_dim;
+  for (size_t k = 0; k < s.targets.size(); ++k) {
+    TrainLayer& L = w.layers[s.targets[k].layer];
+    const int64_t r0 = qkv_row(s.targets[k].head, 0, hd);
+    std::copy(s.qkv_rows[k].begin(), s.qkv_rows[k].end(), L[LayerRole::wqkv].begin() + r0 * d);
+    std::copy(s.qkv_bias[k].begin(), s.qkv_bias[k].end(), L[LayerRole::bqkv].begin() + r0);
+    for (int64_t o = 0; o < d; ++o)
+      std::copy_n(s.dense_cols[k].data() + o * hd, hd,
+                  L[LayerRole::wo].data() + o * d + s.targets[k].head * hd);
+  }
+}
+
 Gradients Gradients::surgical(const ModelConfig& c, std::vector<HeadRef> targets) {
   Gradients g;
-  std::sort(targets.begin(), targets.end());
-  g.targets = std::move(targets);
-  const int64_t d = c.hidden, hd = c.head_dim();
-  for (size_t k = 0; k < g.targets.size(); ++k) {
-    g.qkv_rows.emplace_back(3 * hd * d, 0.0f);
-    g.qkv_bias.emplace_back(c.linear_bias ? 3 * hd : 0, 0.0f);
-    g.dense_cols.emplace_back(d * hd, 0.0f);
-  }
+  g.slices = TargetSlices::zeros(c, std::move(targets));
   return g;
 }
 
@@ -150,11 +164,7 @@ std::vector<std::vector<float>*> Gradients::buffers() {
   std::vector<std::vector<float>*> out;
   if (full_mode)
     for (auto& p : full.params()) out.push_back(p.buf);
-  for (size_t k = 0; k < targets.size(); ++k) {
-    out.push_back(&qkv_rows[k]);
-    if (!qkv_bias[k].empty()) out.push_back(&qkv_bias[k]);
-    out.push_back(&dense_cols[k]);
-  }
+  for (auto* b : slices.buffers()) out.push_back(b);
   return out;
 }
 
@@ -196,11 +206,12 @@ double loss_and_grad(const TrainWeights& w, const std::vector<int32_t>& ids, dou
   if (sink && !full) throw Error("the attention-sink term needs full gradients");
   std::vector<std::vector<HeadSliceGrads>> slices(L);
   int64_t l0 = full ? 0 : L;
-  for (size_t k = 0; k < g.targets.size(); ++k) {
-    const HeadRef& t = g.targets[k];
-    slices[t.layer].push_back({t.head, g.qkv_rows[k].data(),
-                               g.qkv_bias[k].empty() ? nullptr : g.qkv_bias[k].data(),
-                               g.dense_cols[k].data()});
+  TargetSlices& gs = g.slices;
+  for (size_t k = 0; k < gs.targets.size(); ++k) {
+    const HeadRef& t = gs.targets[k];
+    slices[t.layer].push_back({t.head, gs.qkv_rows[k].data(),
+                               gs.qkv_bias[k].empty() ? nullptr : gs.qkv_bias[k].data(),
+                               gs.dense_cols[k].data()});
     l0 = std::min<int64_t>(l0, t.layer);
   }
   const std::vector<float>& E = w[c.tied_head ? ModelRole::tok_emb : ModelRole::lm_head];

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/cpu/weights.h"
+#include "model/slices.h"
 
 namespace hs {
 
@@ -34,14 +35,10 @@ struct TrainWeights {
   // Every tensor of c at its shape, zero (fill it afterwards).
   static TrainWeights zeros(const ModelConfig& c);
 
-  // One tensor of the model: its name (model/roles.h, without the prefix), role, shape and
+  // One tensor of the model: its role (model/roles.h), name (without the prefix), shape and
   // buffer (in the internal qkv layout).
-  struct Param {
+  struct Param : TensorRef {
     std::string name;
-    bool per_layer;
-    ModelRole model_role;  // when !per_layer
-    LayerRole layer_role;  // when per_layer
-    int64_t layer;         // when per_layer
     std::vector<int64_t> shape;
     bool matrix;
     std::vector<float>* buf;
@@ -75,21 +72,17 @@ class TrainWeightsSource : public WeightSource {
   TrainWeights& w_;
 };
 
-// A target head: its Q/K/V rows of the fused qkv projection (ops/qkv_layout.h), their bias
-// rows, and its input columns [h*hd, (h+1)*hd) of the output projection.
-struct HeadRef {
-  int layer = 0, head = 0;
-  auto operator<=>(const HeadRef&) const = default;
-};
+// The target slices' current values in w, and the slices written into w.
+TargetSlices gather_slices(const TrainWeights& w, std::vector<HeadRef> targets);
+void scatter_slices(const TargetSlices& s, TrainWeights& w);
 
 // Gradients of a training step. In full mode `full` has the shape of TrainWeights; in surgical
-// mode only the per-target slices exist (compact: qkv rows [3hd, d], bias [3hd] (empty when the
-// family has no qkv bias), output-projection columns as [d, hd]).
+// mode only the target slices exist (model/slices.h: qkv rows [3hd, d], bias [3hd] (empty when
+// the family has no qkv bias), output-projection columns as [d, hd]).
 struct Gradients {
   bool full_mode = false;
   TrainWeights full;
-  std::vector<HeadRef> targets;
-  std::vector<std::vector<float>> qkv_rows, qkv_bias, dense_cols;
+  TargetSlices slices;
 
   static Gradients surgical(const ModelConfig& c, std::vector<HeadRef> targets);
   static Gradients all(const TrainWeights& w);

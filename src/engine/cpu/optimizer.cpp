@@ -1,6 +1,5 @@
-#include "surgery/optimizer.h"
+#include "engine/cpu/optimizer.h"
 
-#include <algorithm>
 #include <cmath>
 
 #include "ops/cpu/ops.h"
@@ -9,26 +8,18 @@ namespace hs {
 
 AdamW::AdamW(AdamWConfig cfg, const std::vector<size_t>& sizes) : cfg_(cfg) {
   for (size_t n : sizes) {
-    m_.emplace_back(n, 0.0f);
-    v_.emplace_back(n, 0.0f);
+    st_.m.emplace_back(n, 0.0f);
+    st_.v.emplace_back(n, 0.0f);
   }
 }
 
 void AdamW::step(const std::vector<std::vector<float>*>& params,
                  const std::vector<std::vector<float>*>& grads, double lr) {
-  const AdamWStep s = adamw_step_for(cfg_, ++t_, lr);
+  const AdamWStep s = adamw_step_for(cfg_, ++st_.steps, lr);
   for (size_t k = 0; k < params.size(); ++k)
-    cpu::adamw_step(params[k]->data(), grads[k]->data(), m_[k].data(), v_[k].data(),
+    cpu::adamw_step(params[k]->data(), grads[k]->data(), st_.m[k].data(), st_.v[k].data(),
                     int64_t(params[k]->size()), s);
 }
-
-double lr_factor(int64_t s, int64_t warmup, int64_t total) {
-  if (s < warmup) return double(s) / double(std::max<int64_t>(1, warmup));
-  const double progress = double(s - warmup) / double(std::max<int64_t>(1, total - warmup));
-  return std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));
-}
-
-int64_t default_warmup(int64_t total) { return std::min<int64_t>(100, total / 4); }
 
 double clip_grad_norm(const std::vector<std::vector<float>*>& grads, double max_norm) {
   double sq = 0;
