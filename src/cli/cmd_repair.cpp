@@ -53,12 +53,12 @@ void add_repair(CLI::App& app) {
   sub->add_option("--interrupt-after-steps", o->interrupt_after_steps,
                   "testing: act as if Ctrl-C arrived after this step")
       ->group("");
-  sub->callback([o, init, no_reinit] {
+  sub->callback(interruptible([o, init, no_reinit] {
     o->init = *init == "xavier-uniform" ? InitKind::XavierUniform : InitKind::XavierNormal;
     o->reinit = !*no_reinit;
     const int rc = run_repair(*o);
     if (rc != 0) throw ExitCode(rc);
-  });
+  }));
 }
 
 }  // namespace hs::cli
