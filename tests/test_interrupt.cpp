@@ -1,7 +1,7 @@
 // Ctrl-C and SIGTERM through the binary (issue 18): a repair whose steps take seconds stops within
-// a layer, saves the state of its last completed step and resumes to the same weights; a second
-// signal says what is being finished, a third exits at once. Every command here runs on the demo
-// model.
+// a layer, saves the state of its last completed step and resumes to the same weights; the long
+// analysis commands, pretrain and the demo stop within a second; a second signal says what is
+// being finished, a third exits at once. Every command here runs on the demo model.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -138,6 +138,14 @@ class Interrupt : public ::testing::Test {
   void write(const std::string& name, const std::string& content) const {
     std::ofstream(dir_ / name, std::ios::binary) << content;
   }
+  // The demo corpus concatenated `copies` times: a long text.
+  std::string long_text(int copies) const {
+    std::string one;
+    for (const auto& e : fs::directory_iterator(kDemo / "corpus")) one += slurp(e.path());
+    std::string all;
+    for (int i = 0; i < copies; ++i) all += one;
+    return all;
+  }
   // A repair on the demo model whose steps take seconds: sequences of 2048 tokens (a few seconds
   // each on one thread), one per step, two steps.
   std::vector<std::string> repair(const std::string& out) const {
@@ -262,6 +270,32 @@ TEST_F(Interrupt, RepairSigtermAndRepeatedSignals) {
   EXPECT_EQ(state("run")["step"], 0);
   hs::SafetensorsFile f((dir_ / "run/state/state.safetensors").string());
   EXPECT_TRUE(f.find("adam_v.0"));
+}
+
+// The long analysis commands, pretrain and the demo: each started on work that takes far longer
+// than the test, SIGINT after a second, exit 130 within the limit.
+TEST_F(Interrupt, LongCommandsStopWithinASecond) {
+  write("long.txt", long_text(2));
+  write("prompt.txt", slurp(kDemo / "corpus" / "calendar.py"));
+  const std::string model = kDemo.string();
+  const std::vector<std::vector<std::string>> commands = {
+      {"diagnose", model, "--prompt-file", path("prompt.txt"), "--prompt-file", path("prompt.txt"),
+       "--prompt-file", path("prompt.txt")},
+      {"ppl", model, "--text", path("long.txt"), "--max-length", "1024"},
+      {"generate", model, "--prompt", "def main():", "--max-new-tokens", "20000", "--ignore-eos"},
+      {"ablate", model, "--text", path("long.txt")},
+      {"drift", model, model, "--prompt-file", path("prompt.txt")},
+      {"pretrain", "--corpus", (kDemo / "corpus").string(), "--tokenizer",
+       (kDemo / "tokenizer.json").string(), "-o", path("pretrained"), "--steps", "100000"},
+      {"demo", "-o", path("demo"), "--epochs", "50"},
+  };
+  for (const auto& args : commands) {
+    SCOPED_TRACE(args[0]);
+    Child c(args);
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    EXPECT_LT(stop(c, SIGINT), kLimit) << args[0];
+    EXPECT_NE(c.err().find("interrupted"), std::string::npos) << c.err();
+  }
 }
 
 }  // namespace
