@@ -58,7 +58,7 @@ void add_dormancy(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   sub->add_option("--json", a->json, "write the result as JSON to FILE ('-' = stdout only)");
-  sub->callback([a] {
+  sub->callback(interruptible([a] {
     check_output_path(a->json);
     LoadedModel m = load_model(a->model, false, /*stream=*/true);
     const auto r = mlp_dormancy(*m.model, a->threshold);
@@ -85,7 +85,7 @@ void add_dormancy(CLI::App& app) {
                   {"threshold", a->threshold},
                   {"layers", layers},
                   {"total", {{"neurons", total}, {"dormant", dormant}, {"fraction", frac}}}});
-  });
+  }));
 }
 
 void add_ablate(CLI::App& app) {
@@ -113,7 +113,7 @@ void add_ablate(CLI::App& app) {
   sub->add_option("--json", a->json, "write the result as JSON to FILE ('-' = stdout only)");
   sub->add_flag("-q,--quiet", a->quiet, "no progress lines");
   add_device_options(sub, a->dev);
-  sub->callback([a] {
+  sub->callback(interruptible([a] {
     check_output_path(a->json);
     LoadedModel m = load_model(a->model, true, false, a->dev);
     const int L = int(m.model->config().n_layer);
@@ -150,7 +150,7 @@ void add_ablate(CLI::App& app) {
                            {"baseline_ppl", base},
                            {"layers", layers},
                            {"groups", groups}});
-  });
+  }));
 }
 
 }  // namespace hs::cli

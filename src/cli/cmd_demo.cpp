@@ -32,7 +32,7 @@ void add_demo(CLI::App& app) {
       ->capture_default_str();
   sub->add_flag("--no-control", *no_control, "skip the gradient-only control run");
   sub->add_flag("-q,--quiet", o->quiet, "no progress lines");
-  sub->callback([o, json, no_control] {
+  sub->callback(interruptible([o, json, no_control] {
     std::filesystem::create_directories(o->out_dir);  // --json usually points inside it
     check_output_path(*json);
     o->control = !*no_control;
@@ -43,7 +43,7 @@ void add_demo(CLI::App& app) {
                 << (r.has_control ? ",control" : "") << "}.svg\n";
     }
     if (!json->empty()) write_json(*json, r.to_json());
-  });
+  }));
 }
 
 }  // namespace hs::cli

@@ -60,7 +60,7 @@ void add_diagnose(CLI::App& app) {
                   "write the diagnosis as JSON to FILE ('-' = stdout, no table)");
   sub->add_option("--svg", a->svg, "write the heatmap + bos_mass histogram as SVG to FILE");
   sub->add_flag("-q,--quiet", a->quiet, "no progress or timing lines on stderr");
-  sub->callback([a] { run_diagnose(*a); });
+  sub->callback(interruptible([a] { run_diagnose(*a); }));
 }
 
 }  // namespace hs::cli

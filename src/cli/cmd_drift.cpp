@@ -83,7 +83,7 @@ void add_drift(CLI::App& app) {
   add_diagnose_options(sub, a->diag);
   add_device_options(sub, a->dev);
   sub->add_flag("-q,--quiet", a->quiet, "no progress or warning lines on stderr");
-  sub->callback([a] { run_drift(*a); });
+  sub->callback(interruptible([a] { run_drift(*a); }));
 }
 
 }  // namespace hs::cli

@@ -203,11 +203,11 @@ void add_generate(CLI::App& app) {
       ->excludes(prompt);
   sub->add_flag("-q,--quiet", a->quiet, "no progress or timing lines on stderr");
   add_device_options(sub, a->dev);
-  sub->callback([a, prompt, file] {
+  sub->callback(interruptible([a, prompt, file] {
     if (prompt->count() == 0 && file->count() == 0)
       throw CLI::RequiredError("--prompt or --prompts-file");
     run_generate(*a);
-  });
+  }));
 }
 
 }  // namespace hs::cli

@@ -135,7 +135,7 @@ void add_ppl(CLI::App& app) {
   sub->add_flag("--bos", a->bos, "prepend <s> to tokenized texts");
   sub->add_option("--json", a->json, "write the result as JSON to FILE ('-' = stdout only)");
   sub->add_flag("-q,--quiet", a->quiet, "no progress or timing lines on stderr");
-  sub->callback([a] { run_ppl(*a); });
+  sub->callback(interruptible([a] { run_ppl(*a); }));
 }
 
 }  // namespace hs::cli

@@ -45,7 +45,7 @@ void add_pretrain(CLI::App& app) {
   sub->add_option("--eval-every", o->eval_every, "validation perplexity every N steps")
       ->capture_default_str();
   sub->add_flag("-q,--quiet", o->quiet, "no progress lines");
-  sub->callback([o] { run_pretrain(*o); });
+  sub->callback(interruptible([o] { run_pretrain(*o); }));
 }
 
 }  // namespace hs::cli

@@ -56,7 +56,7 @@ void add_repair(CLI::App& app) {
   sub->add_option("--interrupt-after-steps", o->interrupt_after_steps,
                   "testing: act as if Ctrl-C arrived after this step")
       ->group("");
-  sub->callback([o, init, no_reinit, dev] {
+  sub->callback(interruptible([o, init, no_reinit, dev] {
     o->device = dev->device;
     o->gpu_dtype = dev->gpu_dtype;
     o->device_from = dev->device_from;
@@ -64,7 +64,7 @@ void add_repair(CLI::App& app) {
     o->reinit = !*no_reinit;
     const int rc = run_repair(*o);
     if (rc != 0) throw ExitCode(rc);
-  });
+  }));
 }
 
 }  // namespace hs::cli

@@ -5,11 +5,13 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "util/clock.h"
 #include "util/files.h"
+#include "util/interrupt.h"
 
 namespace hs::cli {
 
@@ -17,7 +19,7 @@ namespace hs::cli {
 constexpr int kExitOk = 0;
 constexpr int kExitError = 1;          // bad input, missing file, numerical failure
 constexpr int kExitUsage = 2;          // command-line syntax
-constexpr int kExitInterrupted = 130;  // Ctrl-C: state saved, resumable
+constexpr int kExitInterrupted = 130;  // Ctrl-C or SIGTERM (repair: state saved, resumable)
 
 using hs::read_file;
 // PATH written atomically (temp + fsync + rename); "-" writes to stdout.
@@ -64,5 +66,15 @@ void add_demo(CLI::App& app);
 struct ExitCode {
   int code;
 };
+
+// The callback of a command that runs long: Ctrl-C and SIGTERM stop it at the next boundary of
+// its work (hs::Interrupted, exit code 130), a third signal at once.
+template <class F>
+std::function<void()> interruptible(F f) {
+  return [f = std::move(f)] {
+    const InterruptHandlers handlers;
+    f();
+  };
+}
 
 }  // namespace hs::cli

@@ -5,6 +5,7 @@
 
 #include "cli/common.h"
 #include "util/error.h"
+#include "util/interrupt.h"
 
 int main(int argc, char** argv) {
   // Keep large freed buffers in the heap for reuse: the training step allocates the same
@@ -44,6 +45,9 @@ int main(int argc, char** argv) {
     return rc == 0 ? hs::cli::kExitOk : hs::cli::kExitUsage;
   } catch (const hs::cli::ExitCode& e) {
     return e.code;
+  } catch (const hs::Interrupted&) {
+    std::cerr << "headsurgeon: interrupted\n";
+    return hs::cli::kExitInterrupted;
   } catch (const hs::Error& e) {
     std::cerr << "headsurgeon: error: " << e.what() << "\n";
     return hs::cli::kExitError;

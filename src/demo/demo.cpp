@@ -13,6 +13,7 @@
 #include "util/clock.h"
 #include "util/error.h"
 #include "util/files.h"
+#include "util/interrupt.h"
 
 namespace hs {
 
@@ -104,7 +105,7 @@ DemoResult run_demo(const DemoOptions& o) {
     ro.seed = o.seed;
     ro.reinit = reinit;
     ro.quiet = o.quiet;
-    if (run_repair(ro) != 0) throw Error(run.string(), "repair interrupted");
+    if (run_repair(ro) != 0) throw Interrupted();  // it has said where its state is
     const Measured after = measure((run / "best").string(), heldout, name, bos);
     DemoArm a;
     for (const HeadRef& t : targets)

@@ -82,6 +82,8 @@ class Engine {
   virtual const std::vector<float>& slopes() const = 0;
   // "cpu" or the GPU's description, for logs and JSON.
   virtual std::string device() const = 0;
+  // forward() and extend() throw hs::Interrupted (util/interrupt.h) at the next layer after
+  // Ctrl-C; an interrupted decoder is not to be used again.
   virtual std::vector<SequenceOutput> forward(const std::vector<std::vector<int32_t>>& seqs,
                                               const ForwardOptions& opts) = 0;
   // Room for `batch` sequences of up to `capacity` tokens each.

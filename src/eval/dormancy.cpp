@@ -2,12 +2,15 @@
 
 #include <cmath>
 
+#include "util/interrupt.h"
+
 namespace hs {
 
 std::vector<LayerDormancy> mlp_dormancy(WeightSource& w, double threshold) {
   const int64_t d = w.config().hidden, F = w.config().ffn;
   std::vector<LayerDormancy> out;
   for (int64_t l = 0; l < w.config().n_layer; ++l) {
+    check_interrupted();
     const auto lw = w.layer(l);
     const float* up = (*lw)[LayerRole::ffn_up];      // [F, d]
     const float* down = (*lw)[LayerRole::ffn_down];  // [d, F]

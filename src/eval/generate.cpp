@@ -1,5 +1,7 @@
 #include "eval/generate.h"
 
+#include "util/interrupt.h"
+
 namespace hs {
 
 namespace {
@@ -34,6 +36,7 @@ std::vector<Completion> generate(Engine& e, std::span<const int32_t> prompt,
   std::vector<float> work(V);
   std::vector<int32_t> next(o.n);
   for (int64_t k = 0; k < o.max_new_tokens && !active.empty(); ++k) {
+    check_interrupted();  // a GPU step replays a captured graph, with no layer loop on the host
     std::vector<int64_t> still;
     std::vector<IncrementalDecoder::Feed> feeds;
     for (int64_t s : active) {

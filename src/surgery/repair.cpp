@@ -1,14 +1,15 @@
 #include "surgery/repair.h"
 
+#include <fcntl.h>
 #include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -26,15 +27,13 @@
 #include "util/clock.h"
 #include "util/error.h"
 #include "util/files.h"
+#include "util/interrupt.h"
 
 namespace hs {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-std::atomic<bool> g_interrupted{false};
-extern "C" void on_signal(int) { g_interrupted = true; }
 
 struct RunState {
   int64_t step = 0;            // optimizer steps done
@@ -44,12 +43,15 @@ struct RunState {
   double loss_sum = 0;  // training loss since the last evaluation
   int64_t loss_count = 0;
   nlohmann::json trajectory = nlohmann::json::array();
+  bool eval_pending = false;  // the evaluation due after `step` was interrupted: --resume does it
 };
 
 // Resumable state: the trainable slices (fp32 masters), Adam moments, counters. Written to a
-// fresh folder, then swapped in, so a crash mid-write leaves the previous state intact.
+// fresh folder, then swapped in, so a crash (or a third Ctrl-C) mid-write leaves the previous
+// state intact.
 void save_state(const fs::path& run, const TargetSlices& slices, const AdamState& adam,
                 const RunState& st, const nlohmann::json& options) {
+  const SavingState saving;  // a second Ctrl-C now says the save is being finished
   const fs::path dir = run / "state", tmp = run / ("state.tmp-" + std::to_string(::getpid()));
   fs::remove_all(tmp);
   fs::create_directories(tmp);
@@ -71,10 +73,23 @@ void save_state(const fs::path& run, const TargetSlices& slices, const AdamState
                             {"loss_sum", st.loss_sum},
                             {"loss_count", st.loss_count},
                             {"trajectory", st.trajectory},
+                            {"eval_pending", st.eval_pending},
                             {"options", options}};
   write_file_atomic((tmp / "state.json").string(), j.dump(1) + "\n");
+  if (!fs::exists(dir)) {
+    fs::rename(tmp, dir);
+    return;
+  }
+  // One atomic exchange: there is no moment without a whole state/. Filesystems that cannot
+  // exchange get two renames.
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0) {
+    fs::remove_all(tmp);  // now the previous state
+    return;
+  }
+  if (errno != EINVAL && errno != ENOSYS)
+    throw Error(dir.string(), std::string("cannot replace the state: ") + std::strerror(errno));
   const fs::path old = run / ("state.old-" + std::to_string(::getpid()));
-  if (fs::exists(dir)) fs::rename(dir, old);
+  fs::rename(dir, old);
   fs::rename(tmp, dir);
   fs::remove_all(old);
 }
@@ -117,6 +132,7 @@ void load_state(const fs::path& run, TargetSlices& slices, AdamState& adam, RunS
   st.loss_sum = j["loss_sum"];
   st.loss_count = j["loss_count"];
   st.trajectory = j["trajectory"];
+  st.eval_pending = j.value("eval_pending", false);
 }
 
 const char* kGenPrompts[] = {"The meaning of", "def main():"};
@@ -262,6 +278,7 @@ int run_repair(const RepairOptions& o) {
       ++st.evals_since_best;
     }
     write_file_atomic((run / "trajectory.json").string(), st.trajectory.dump(1) + "\n");
+    st.eval_pending = false;
     save_state(run, surgery->masters(), surgery->adam(), st, options);
     if (!o.quiet)
       std::fprintf(
@@ -273,9 +290,6 @@ int run_repair(const RepairOptions& o) {
           st.best_step == st.step ? " (best)" : "");
   };
 
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
-  g_interrupted = false;
   if (!o.quiet)
     std::fprintf(stderr,
                  "repair: %zu target heads in %zu layers, %zu chunks of %d tokens, %lld steps "
@@ -285,59 +299,65 @@ int run_repair(const RepairOptions& o) {
                  o.resume ? (", resuming at step " + std::to_string(st.step)).c_str() : "");
   const auto t_train = std::chrono::steady_clock::now();
   const int64_t step0 = st.step;
-  auto last_print = t_train;  // progress lines at most every 2 s
+  auto last_print = t_train;  // progress lines after the first step, then at most every 2 s
   int64_t tokens_done = 0;
   bool stopped_early = false;
-  while (st.step < total && !stopped_early) {
-    const int64_t epoch = st.step / steps_per_epoch, in_epoch = st.step % steps_per_epoch;
-    const auto order = epoch_order(chunks.size(), o.seed, epoch);
-    const size_t first = size_t(in_epoch) * size_t(o.accum);
-    const size_t last = std::min(order.size(), first + size_t(o.accum));
-    const double n_micro = double(last - first);
-    std::vector<const std::vector<int32_t>*> batch;
-    for (size_t i = first; i < last; ++i) batch.push_back(&chunks[order[i]]);
-    const double loss = surgery->accumulate(batch, 1.0 / (n_micro * (o.seq - 1)));
-    if (!std::isfinite(loss))
-      throw Error(o.out_dir, "loss became " + std::to_string(loss) + " at step " +
-                                 std::to_string(st.step + 1) +
-                                 ": stopped; the last checkpoint and state are intact");
-    const double lr = o.lr * lr_factor(st.step, warmup, total);
-    surgery->step(lr, o.clip);
-    ++st.step;
-    tokens_done += int64_t(n_micro) * o.seq;
-    st.loss_sum += loss;
-    ++st.loss_count;
-    const double since_print = seconds_since(last_print);
-    if (!o.quiet && (since_print >= 2.0 || st.step == total)) {
-      last_print = std::chrono::steady_clock::now();
-      const double el = seconds_since(t_train);
-      const double tps = double(tokens_done) / el;
-      const double eta = el / double(st.step - step0) * double(total - st.step);
-      std::fprintf(stderr, "step %lld/%lld epoch %lld loss %.4f lr %.3g %.0f tok/s ETA %.0fs\n",
-                   (long long)st.step, (long long)total, (long long)epoch + 1, loss, lr, tps, eta);
+  auto evaluate_due = [&] {
+    evaluate(st.step / steps_per_epoch);
+    stopped_early = st.evals_since_best >= o.patience;
+    if (stopped_early && !o.quiet)
+      std::fprintf(stderr, "early stop: held-out PPL has not improved for %d evaluations\n",
+                   o.patience);
+  };
+  // Ctrl-C abandons the step (or evaluation) in progress at its next layer: its gradients live
+  // only in the surgery's accumulators (gone with the process), the slices, moments and counters
+  // are still those of the last completed step, and the data order is a function of the step. The
+  // state saved is therefore the one an uninterrupted run had after that step, and --resume redoes
+  // the abandoned work.
+  try {
+    if (st.eval_pending) evaluate_due();
+    while (st.step < total && !stopped_early) {
+      check_interrupted();
+      const int64_t epoch = st.step / steps_per_epoch, in_epoch = st.step % steps_per_epoch;
+      const auto order = epoch_order(chunks.size(), o.seed, epoch);
+      const size_t first = size_t(in_epoch) * size_t(o.accum);
+      const size_t last = std::min(order.size(), first + size_t(o.accum));
+      const double n_micro = double(last - first);
+      std::vector<const std::vector<int32_t>*> batch;
+      for (size_t i = first; i < last; ++i) batch.push_back(&chunks[order[i]]);
+      const double loss = surgery->accumulate(batch, 1.0 / (n_micro * (o.seq - 1)));
+      if (!std::isfinite(loss))
+        throw Error(o.out_dir, "loss became " + std::to_string(loss) + " at step " +
+                                   std::to_string(st.step + 1) +
+                                   ": stopped; the last checkpoint and state are intact");
+      const double lr = o.lr * lr_factor(st.step, warmup, total);
+      surgery->step(lr, o.clip);
+      ++st.step;
+      tokens_done += int64_t(n_micro) * o.seq;
+      st.loss_sum += loss;
+      ++st.loss_count;
+      const double since_print = seconds_since(last_print);
+      if (!o.quiet && (since_print >= 2.0 || st.step == step0 + 1 || st.step == total)) {
+        last_print = std::chrono::steady_clock::now();
+        const double el = seconds_since(t_train);
+        const double tps = double(tokens_done) / el;
+        const double eta = el / double(st.step - step0) * double(total - st.step);
+        std::fprintf(stderr, "step %lld/%lld epoch %lld loss %.4f lr %.3g %.0f tok/s ETA %.0fs\n",
+                     (long long)st.step, (long long)total, (long long)epoch + 1, loss, lr, tps,
+                     eta);
+      }
+      const bool epoch_end = st.step % steps_per_epoch == 0;
+      st.eval_pending = (epoch_end && (st.step / steps_per_epoch) % o.eval_every == 0) ||
+                        (o.eval_steps > 0 && st.step % o.eval_steps == 0) || st.step == total;
+      if (st.eval_pending) evaluate_due();
+      if (o.interrupt_after_steps > 0 && st.step == o.interrupt_after_steps) request_interrupt();
     }
-    const bool epoch_end = st.step % steps_per_epoch == 0;
-    const int64_t epochs_done = st.step / steps_per_epoch;
-    if ((epoch_end && epochs_done % o.eval_every == 0) ||
-        (o.eval_steps > 0 && st.step % o.eval_steps == 0) || st.step == total) {
-      evaluate(epochs_done);
-      stopped_early = st.evals_since_best >= o.patience;
-      if (stopped_early && !o.quiet)
-        std::fprintf(stderr, "early stop: held-out PPL has not improved for %d evaluations\n",
-                     o.patience);
-    }
-    if (o.interrupt_after_steps > 0 && st.step == o.interrupt_after_steps) g_interrupted = true;
-    if (g_interrupted) {
-      save_state(run, surgery->masters(), surgery->adam(), st, options);
-      std::fprintf(stderr, "interrupted: state saved at step %lld; continue with --resume\n",
-                   (long long)st.step);
-      std::signal(SIGINT, SIG_DFL);
-      std::signal(SIGTERM, SIG_DFL);
-      return 130;
-    }
+  } catch (const Interrupted&) {
+    save_state(run, surgery->masters(), surgery->adam(), st, options);
+    std::fprintf(stderr, "interrupted: state saved at step %lld; continue with --resume\n",
+                 (long long)st.step);
+    return 130;
   }
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
   write_with_slices((run / "final").string(), model.checkpoint(), surgery->masters());
   if (!o.quiet)
     std::fprintf(stderr, "done: %lld steps, best held-out PPL %.3f at step %lld, %s\n",

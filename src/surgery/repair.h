@@ -35,9 +35,11 @@ struct RepairOptions {
   int64_t interrupt_after_steps = 0;  // testing: behave as if Ctrl-C came after this step
 };
 
-// Returns the process exit code: 0 finished (or stopped early), 130 interrupted (state saved).
-// Bad input throws hs::Error naming the file; a NaN/inf loss throws after keeping the last good
-// checkpoint and state.
+// Returns the process exit code: 0 finished (or stopped early), 130 interrupted: after Ctrl-C or
+// SIGTERM (util/interrupt.h; the caller installs the handlers) the step or evaluation in
+// progress is abandoned at its next layer and the state of the last completed step saved.
+// Interrupted before training starts, it throws hs::Interrupted. Bad input throws hs::Error
+// naming the file; a NaN/inf loss throws after keeping the last good checkpoint and state.
 int run_repair(const RepairOptions& o);
 
 }  // namespace hs

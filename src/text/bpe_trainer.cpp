@@ -5,6 +5,7 @@
 
 #include "text/tokenizer.h"
 #include "util/error.h"
+#include "util/interrupt.h"
 
 namespace hs {
 
@@ -119,6 +120,7 @@ json train_bpe(const std::vector<std::string>& texts, const BpeTrainOptions& o) 
   std::vector<std::pair<int32_t, int32_t>> merges;
   std::vector<int64_t> seen(words.size(), -1);
   for (int64_t m = 0; int64_t(token_bytes.size()) < 256 + n_merges && !pair_count.empty(); ++m) {
+    check_interrupted();
     uint64_t best = 0;
     int64_t best_n = -1;
     for (const auto& [k, n] : pair_count) {

@@ -6,6 +6,7 @@
 
 #include "util/error.h"
 #include "util/files.h"
+#include "util/interrupt.h"
 
 namespace hs {
 
@@ -35,6 +36,7 @@ std::vector<std::vector<int32_t>> corpus_chunks(const std::vector<std::string>& 
                                                 const Tokenizer& tok, int64_t eos, int seq) {
   std::vector<int32_t> stream;
   for (const auto& f : corpus_files(paths)) {
+    check_interrupted();
     const std::string text = read_file(f, true);
     if (text.empty()) continue;
     if (!stream.empty()) stream.push_back(int32_t(eos));

@@ -5,6 +5,7 @@
 
 #include "engine/cpu/forward.h"
 #include "ops/cpu/ops.h"
+#include "util/interrupt.h"
 
 namespace hs {
 
@@ -50,6 +51,7 @@ const std::vector<float>& Decoder::extend(std::span<const Feed> feeds) {
   x_.resize(R * d);
   for (int64_t f = 0; f < F; ++f) embed_rows(model_, feeds[f].ids, x_.data() + segs[f].row0 * d);
   for (int64_t l = 0; l < L; ++l) {
+    check_interrupted();  // a long prompt's prefill; the cache lengths are not yet advanced
     auto w = model_.layer(l);
     for (int64_t f = 0; f < F; ++f) {
       segs[f].k_cache = cache(0, l, feeds[f].seq);

@@ -5,6 +5,7 @@
 
 #include "engine/cpu/block.h"
 #include "engine/cpu/decoder.h"
+#include "util/interrupt.h"
 
 namespace hs {
 
@@ -29,6 +30,7 @@ void lm_head(WeightSource& model, const std::vector<std::vector<float>>& xf,
   std::vector<float> chunk;
   model.for_each_vocab_chunk(kVocabChunk, [&](int64_t r0, int64_t rows, const float* E) {
     for (size_t i = 0; i < n; ++i) {
+      check_interrupted();
       const int64_t T = int64_t(seqs[i].size());
       chunk.resize(T * rows);
       head_logits(chunk.data(), rows, xf[i].data(), E, T, d, rows, c.logit_scale);
@@ -88,6 +90,7 @@ std::vector<SequenceOutput> forward(WeightSource& model,
   for (int64_t l = 0; l < L; ++l) {
     auto w = model.layer(l);
     for (size_t i = 0; i < n; ++i) {
+      check_interrupted();
       const int64_t T = int64_t(seqs[i].size());
       if (T == 0) continue;
       cpu::HeadStatSums stats{};

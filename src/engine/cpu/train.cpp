@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 
 #include "engine/cpu/block.h"
 #include "ops/cpu/ops.h"
 #include "util/error.h"
+#include "util/interrupt.h"
 
 namespace hs {
 
@@ -232,9 +234,11 @@ double loss_and_grad(const TrainWeights& w, const std::vector<int32_t>& ids, dou
     x = emb_in;
   std::vector<BlockActs> acts(std::max<int64_t>(L - l0, 1));
   const BlockSegment seg{0, T};
-  for (int64_t l = 0; l < L; ++l)
+  for (int64_t l = 0; l < L; ++l) {
+    check_interrupted();
     block_forward(x.data(), T, {&seg, 1}, c, view(w.layers[l]), w.slopes.data(),
                   acts[std::max<int64_t>(l - l0, 0)], true);
+  }
   std::vector<float> xf(T * d), f_mean(T), f_rstd(T);
   cpu::layernorm_forward<float>(xf.data(), f_mean.data(), f_rstd.data(), x.data(),
                                 ptr(w[ModelRole::out_norm]), ptr(w[ModelRole::out_norm_b]), T, d,
@@ -253,6 +257,7 @@ double loss_and_grad(const TrainWeights& w, const std::vector<int32_t>& ids, dou
     return out;
   };
   for (int64_t v0 = 0; v0 < V; v0 += kVocabChunk) {
+    check_interrupted();
     const int64_t n = std::min(kVocabChunk, V - v0);
     const float* logits = chunk_logits(v0, n, true);
     cpu::logsumexp_update(logits, T, n, run_max.data(), run_sum.data());
@@ -273,6 +278,7 @@ double loss_and_grad(const TrainWeights& w, const std::vector<int32_t>& ids, dou
   }
   std::vector<float> dxf(T * d, 0.0f);
   for (int64_t v0 = 0; v0 < V; v0 += kVocabChunk) {
+    check_interrupted();
     const int64_t n = std::min(kVocabChunk, V - v0);
     float* logits = chunk_logits(v0, n, !keep);
     // In place: the gradient of each (unscaled) logit replaces it.
@@ -291,6 +297,7 @@ double loss_and_grad(const TrainWeights& w, const std::vector<int32_t>& ids, dou
   double sink_loss = 0;
   const float sink_weight = sink ? float(weight * sink->strength) : 0.0f;
   for (int64_t l = L - 1; l >= l0; --l) {
+    check_interrupted();
     LayerSink ls{nullptr, sink_weight, &sink_loss};
     if (sink && std::any_of(&sink->heads[l * c.n_head], &sink->heads[(l + 1) * c.n_head],
                             [](uint8_t v) { return v != 0; }))
@@ -323,15 +330,25 @@ double batch_loss_and_grad(const TrainWeights& w,
   const int threads = int(scratch.size());
   std::vector<double> loss(threads, 0.0), aux(threads, 0.0);
   std::vector<SinkTerm> sinks(sink ? threads : 0, sink ? *sink : SinkTerm{});
+  // An exception (Ctrl-C's Interrupted among them) must not leave the parallel region: each
+  // thread keeps its own, the first is rethrown after it and the partial gradients discarded.
+  std::vector<std::exception_ptr> failed(threads);
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     const int t = omp_get_thread_num();
-    scratch[t].zero();
-    for (size_t i = size_t(t); i < seqs.size(); i += size_t(threads)) {
-      loss[t] += loss_and_grad(w, *seqs[i], weight, scratch[t], sink ? &sinks[t] : nullptr);
-      if (sink) aux[t] += sinks[t].loss;
+    try {
+      scratch[t].zero();
+      for (size_t i = size_t(t); i < seqs.size(); i += size_t(threads)) {
+        check_interrupted();
+        loss[t] += loss_and_grad(w, *seqs[i], weight, scratch[t], sink ? &sinks[t] : nullptr);
+        if (sink) aux[t] += sinks[t].loss;
+      }
+    } catch (...) {
+      failed[t] = std::current_exception();
     }
   }
+  for (const auto& e : failed)
+    if (e) std::rethrow_exception(e);
   auto g0 = scratch[0].buffers();
   for (int t = 1; t < threads; ++t) {
     auto gt = scratch[t].buffers();

@@ -104,7 +104,8 @@ struct SinkTerm {
 
 // Forward + backward of one sequence; adds to g the gradient of
 //   sum_t weight * CE(logits[t], ids[t+1])  over t < T-1  (+ the sink term when given),
-// and returns that (weighted) loss sum. Thread-parallel inside each operation.
+// and returns that (weighted) loss sum. Thread-parallel inside each operation. After Ctrl-C it
+// throws hs::Interrupted at the next layer (or a few attention rows), g then incomplete.
 double loss_and_grad(const TrainWeights& w, const std::vector<int32_t>& ids, double weight,
                      Gradients& g, SinkTerm* sink = nullptr);
 
@@ -112,7 +113,8 @@ double loss_and_grad(const TrainWeights& w, const std::vector<int32_t>& ids, dou
 // in `scratch`, each thread running the operations single-threaded), summed into scratch[0] in
 // a fixed order: the result depends on the thread count, never on timing. For small models,
 // whose matrices are too small to keep several threads busy inside one operation. Zeroes the
-// scratch gradients first; sink->loss receives the batch's auxiliary loss.
+// scratch gradients first; sink->loss receives the batch's auxiliary loss. Interrupted (and any
+// other exception) comes out after all threads have stopped, the gradients to be discarded.
 double batch_loss_and_grad(const TrainWeights& w,
                            const std::vector<const std::vector<int32_t>*>& seqs, double weight,
                            std::vector<Gradients>& scratch, SinkTerm* sink = nullptr);

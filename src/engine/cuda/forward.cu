@@ -6,6 +6,7 @@
 
 #include "engine/cuda/engine_impl.cuh"
 #include "util/error.h"
+#include "util/interrupt.h"
 
 namespace hs::cuda {
 
@@ -59,7 +60,12 @@ void CudaEngine<W>::run_layers(const Pass& p) {
   const float *pend_y = nullptr, *pend_b = nullptr, *pend_src = nullptr;
   float* post = c.post_ln ? s.a32 : nullptr;  // fp32 LayerNorm output, the post-LN residual
   const int64_t layer_kv = int64_t(2) * p.map.B * H * p.cap * hd;
+  // Ctrl-C between layers, except while a decoder captures a graph: a throw would leave the
+  // stream capturing (its steps are checked per token instead).
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  HS_CUDA(cudaStreamIsCapturing(stream_, &capture));
   for (int64_t l = 0; l < c.n_layer; ++l) {
+    if (capture == cudaStreamCaptureStatusNone) check_interrupted();
     const auto& L = w.layers[l];
     float* kc = p.kv + (p.kv_shared_across_layers ? 0 : l * layer_kv);
     float* vc = kc + layer_kv / 2;
@@ -219,6 +225,7 @@ void CudaEngine<W>::forward_group(const std::vector<std::vector<int32_t>>& seqs,
   for (int b = 0; b < B; ++b)
     if (opts.logits) out[idx[b]].logits.assign(size_t(n_rows[b] * V), 0.0f);
   for (int64_t v0 = 0; v0 < V; v0 += Vc) {
+    check_interrupted();
     const int64_t n = std::min(Vc, V - v0);
     head_logits(chunk, int(n), ws_.a, N, v0, int(n));
     if (opts.nll)

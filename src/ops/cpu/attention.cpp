@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "ops/cpu/ops.h"
+#include "util/interrupt.h"
 
 namespace hs::cpu {
 
@@ -57,6 +58,8 @@ void alibi_attention_forward(T* ctx, int64_t ldctx, T* probs, HeadStatSums* stat
 #pragma omp for collapse(2) schedule(dynamic, 8)
     for (int64_t h = 0; h < H; ++h) {
       for (int64_t r = 0; r < R; ++r) {
+        // A long sequence's rows take seconds per layer: Ctrl-C skips the rest (thrown below).
+        if (interrupted()) continue;
         const int64_t t = in.past + r;
         const T* k = in.k + h * in.hskv;
         const T* v = in.v + h * in.hskv;
@@ -86,6 +89,7 @@ void alibi_attention_forward(T* ctx, int64_t ldctx, T* probs, HeadStatSums* stat
       }
     }
   }
+  check_interrupted();
   if (stats) {
     for (int64_t h = 0; h < H; ++h) {
       double b = 0, e = 0, l = 0;
@@ -107,7 +111,8 @@ void alibi_attention_backward(T* dqkv, const T* dctx, const T* qkv, const float*
                               int64_t hd) {
   const int64_t ld = 3 * H * hd;
   const T scale = alibi_scale<T>(a, hd);
-  // Heads in parallel: dk and dv of a head sum over all its query rows.
+  // Heads in parallel: dk and dv of a head sum over all its query rows. Ctrl-C ends every head's
+  // row loop early (a head of a long sequence takes seconds); thrown after the region.
 #pragma omp parallel
   {
     std::vector<T> p(Tn), dp(Tn);
@@ -115,7 +120,7 @@ void alibi_attention_backward(T* dqkv, const T* dctx, const T* qkv, const float*
     for (int64_t h = 0; h < H; ++h) {
       if (head_mask && !head_mask[h]) continue;
       const int64_t q0 = qkv_row(h, 0, hd), k0 = qkv_row(h, 1, hd), v0 = qkv_row(h, 2, hd);
-      for (int64_t t = 0; t < Tn; ++t) {
+      for (int64_t t = 0; t < Tn && !interrupted(); ++t) {
         const T* q = qkv + t * ld + q0;
         attention_row(p.data(), q, qkv + k0, ld, hd, t, scale, slopes[h], a);
         const T* g = dctx + t * H * hd + h * hd;
@@ -145,6 +150,7 @@ void alibi_attention_backward(T* dqkv, const T* dctx, const T* qkv, const float*
       }
     }
   }
+  check_interrupted();
 }
 
 template <class T>
@@ -162,7 +168,7 @@ double alibi_sink_loss_backward(T* dqkv, const T* qkv, const float* slopes, cons
     for (int64_t h = 0; h < H; ++h) {
       if (!head_mask[h]) continue;
       const int64_t q0 = qkv_row(h, 0, hd), k0 = qkv_row(h, 1, hd);
-      for (int64_t t = 1; t < Tn; ++t) {
+      for (int64_t t = 1; t < Tn && !interrupted(); ++t) {
         const T* q = qkv + t * ld + q0;
         attention_row(p.data(), q, qkv + k0, ld, hd, t, scale, slopes[h], a);
         head_loss[h] -= std::log(std::max(double(p[0]), 1e-30));
@@ -179,6 +185,7 @@ double alibi_sink_loss_backward(T* dqkv, const T* qkv, const float* slopes, cons
       }
     }
   }
+  check_interrupted();
   double loss = 0;
   for (int64_t h = 0; h < H; ++h) loss += head_loss[h];
   return double(weight) * loss;

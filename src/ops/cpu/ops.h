@@ -99,7 +99,8 @@ AttnInput<T> fused_qkv(const T* qkv, int64_t Tn, int64_t H, int64_t hd) {
 // alibi_score (ops/alibi.h) with slope[h], softmax in the element type, ctx[r, h*hd..] (row
 // stride ldctx) = sum_j p v_j. probs [H, rows, past+rows] (masked entries 0) and stats are
 // optional (null): the statistics are computed row by row so a diagnosis never holds the
-// T x T probabilities of a layer.
+// T x T probabilities of a layer. The three attention functions stop within a few rows of a
+// Ctrl-C and throw hs::Interrupted (util/interrupt.h), their outputs then incomplete.
 template <class T>
 void alibi_attention_forward(T* ctx, int64_t ldctx, T* probs, HeadStatSums* stats,
                              const AttnInput<T>& in, const float* slopes, const AlibiParams& a,
