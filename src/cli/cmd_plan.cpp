@@ -56,9 +56,10 @@ void add_plan(CLI::App& app) {
       o.band = std::pair{lo, hi};
     }
     if (!a->after.empty() && o.mode != PlanOptions::Mode::Pass2)
-      throw Error("--after", "only with --pass 2 (it gives pass 2 the band of pass 1)");
+      throw Error("--after",
+                  "only with --pass 2, without --all-sick (it gives pass 2 the band of pass 1)");
     if (!a->after.empty() && o.band)
-      throw Error("--after", "and --band both give pass 2 its band: use one of them");
+      throw Error("--after", "cannot be combined with --band (both give pass 2 its band)");
     // Pass 1 heals its band, so a diagnosis of its result shows none: take pass 1's from its plan.
     if (o.mode == PlanOptions::Mode::Pass2 && !o.band) {
       const std::string p1 = a->after.empty() ? run_plan_of_checkpoint(d.model) : a->after;
