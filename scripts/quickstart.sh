@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command for a newcomer: install dependencies, build, and run the demo on the built-in model
-# (diagnose -> plan -> repair -> diagnose again, beside the gradient-only control).
+# in the paper's two passes (diagnose -> plan -> repair -> diagnose again, beside the gradient-only
+# control; then the sick heads outside the band, on pass 1's result).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "golden_data.h"
 #include "test_util.h"
@@ -265,6 +266,73 @@ TEST_F(DriftReport, ReportOfAShortRunAndOfMissingPieces) {
   expect_error(run("report " + run_dir.string() + " -o " + p("x.html")),
                {(run_dir / "trajectory.json").string()});
   EXPECT_FALSE(fs::exists(dir_ / "x.html"));
+}
+
+// Two passes on one page: pass 2 repairs pass 1's best checkpoint; the page shows the heads
+// before pass 1 and after each pass (the figures of the diagnoses on disk), then each pass.
+TEST_F(DriftReport, ReportOfTwoPassesShowsThemInOrder) {
+  ASSERT_EQ(hs::test::tiny_repair_run(dir_, "pass1", 1, 0), 0) << slurp(dir_ / "repair.err");
+  write("plan2.json", R"({"targets": {"1": [2]}, "frozen_watch": {"1": [3]}})");
+  const Result rep =
+      run("repair " + p("pass1/best") + " --plan " + p("plan2.json") + " --corpus " +
+          p("corpus.txt") + " -o " + p("pass2") +
+          " --seq 32 --accum 4 --epochs 1 --eval-every 1 --gen-tokens 4 -q --lr 1e-2");
+  ASSERT_EQ(rep.code, 0) << rep.err;
+  const Result r = run("report " + p("pass1") + " " + p("pass2") + " -o " + p("both.html"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string h = slurp(dir_ / "both.html");
+  EXPECT_EQ(h.find("class=\"missing\""), std::string::npos);
+
+  // Every id once; the overview first, then pass 1's sections, then pass 2's.
+  std::set<std::string> ids;
+  for (size_t at = h.find(" id=\""); at != std::string::npos; at = h.find(" id=\"", at + 1)) {
+    const size_t from = at + 5;
+    EXPECT_TRUE(ids.insert(h.substr(from, h.find('"', from) - from)).second) << h.substr(from, 30);
+  }
+  size_t last = 0;
+  for (const char* id : {"passes", "stages", "summary-pass1", "heatmaps-pass1", "drift-pass1",
+                         "trajectory-pass1", "generations-pass1", "summary-pass2", "heatmaps-pass2",
+                         "drift-pass2", "trajectory-pass2", "generations-pass2"}) {
+    const size_t at = h.find(std::string("id=\"") + id + "\"");
+    ASSERT_NE(at, std::string::npos) << id;
+    EXPECT_GT(at, last) << id;
+    last = at;
+  }
+  // The stages: before pass 1 is pass 1's input, after each pass its best step's diagnosis.
+  auto healthy = [&](const fs::path& diag) {
+    int n = 0;
+    const json dj = json::parse(slurp(diag));
+    for (const json& d : dj["heads_detail"]) n += d["class"] == "healthy";
+    return std::to_string(n) + "/24 healthy";
+  };
+  auto best_diagnosis = [&](const std::string& run_dir) {
+    const json traj = json::parse(slurp(dir_ / run_dir / "trajectory.json"));
+    size_t best = 0;
+    for (size_t i = 1; i < traj.size(); ++i)
+      if (double(traj[i]["heldout_ppl"]) < double(traj[best]["heldout_ppl"])) best = i;
+    return dir_ / run_dir / "diagnoses" /
+           ("step-" + std::to_string(int(traj[best]["step"])) + ".json");
+  };
+  size_t at = 0;
+  for (const std::string& stage :
+       {"before pass 1: " + healthy(dir_ / "pass1" / "diagnosis_before.json"),
+        "after pass 1: " + healthy(best_diagnosis("pass1")),
+        "after pass 2: " + healthy(best_diagnosis("pass2"))}) {
+    at = h.find(stage, at);
+    EXPECT_NE(at, std::string::npos) << stage;
+  }
+  // One SVG for the stages, then each pass's drift, histogram and three trajectory charts.
+  size_t svgs = 0;
+  for (size_t i = h.find("<svg "); i != std::string::npos; i = h.find("<svg ", i + 1)) ++svgs;
+  EXPECT_EQ(svgs, 11u);
+
+  // Given the other way round, the page says pass 2 did not start from pass 1's run.
+  ASSERT_EQ(run("report " + p("pass2") + " " + p("pass1") + " -o " + p("rev.html")).code, 0);
+  EXPECT_NE(slurp(dir_ / "rev.html")
+                .find("which is not a checkpoint of the run of pass 1 (" + p("pass2") + ")"),
+            std::string::npos);
+  expect_error(run("report " + p("pass1") + " " + kTiny8 + " -o " + p("r.html")),
+               {kTiny8, "plan.json"});
 }
 
 TEST_F(DriftReport, ReportOfSomethingElseIsOneLineNamingIt) {

@@ -3,10 +3,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -196,6 +198,78 @@ TEST_F(Repair, PlanFromADiagnosis) {
     for (int h : heads) EXPECT_TRUE(h == 0 || (h >= 5 && h <= 7)) << h;
   EXPECT_EQ(run("plan " + diag + " --band 9-3 -o " + plan, &err), 1);
   EXPECT_NE(err.find("--band"), std::string::npos);
+}
+
+// The paper's pass 2 on the model pass 1 produced: the band comes from pass 1's plan, found
+// from the diagnosed checkpoint's run directory or given with --after.
+TEST_F(Repair, Pass2PlansAroundTheBandOfPass1) {
+  const fs::path d0 = dir_ / "d0.json", p1 = dir_ / "p1.json";
+  ASSERT_EQ(run("diagnose " + kTiny8 + " -q --sink 0.04 --json " + d0.string()), 0);
+  std::string err;
+  ASSERT_EQ(run("plan " + d0.string() + " --band 5-7 -o " + p1.string(), &err), 0) << err;
+  EXPECT_EQ(nlohmann::json::parse(slurp(p1))["band"], nlohmann::json({5, 7}));
+  ASSERT_EQ(run("repair " + kTiny8 + " --plan " + p1.string() + " --corpus " +
+                    (dir_ / "corpus.txt").string() + " -o " + (dir_ / "run1").string() +
+                    " --seq 32 --accum 4 --epochs 1 --gen-tokens 4 -q --lr 1e-2",
+                &err),
+            0)
+      << err;
+  const std::string run_plan = (dir_ / "run1" / "plan.json").string();
+  const int64_t step = nlohmann::json::parse(slurp(dir_ / "run1" / "trajectory.json"))[0]["step"];
+  for (const fs::path& ckpt : {dir_ / "run1" / "best", dir_ / "run1" / "final",
+                               dir_ / "run1" / "checkpoints" / ("step-" + std::to_string(step))}) {
+    const fs::path d1 = dir_ / "d1.json", p2 = dir_ / "p2.json";
+    ASSERT_EQ(run("diagnose " + ckpt.string() + " -q --sink 0.04 --json " + d1.string()), 0);
+    const hs::test::Result r =
+        hs::test::run_binary(dir_, "plan " + d1.string() + " --pass 2 -o " + p2.string());
+    ASSERT_EQ(r.code, 0) << ckpt << ": " << r.err;
+    EXPECT_NE(r.out.find("outside band H5-H7 (pass 2; the band of pass 1, from " + run_plan + ")"),
+              std::string::npos)
+        << r.out;
+    // Every sick head outside the band, and nothing else.
+    std::map<int, std::vector<int>> expected;
+    const auto dj = nlohmann::json::parse(slurp(d1));
+    for (const auto& h : dj["heads_detail"])
+      if (h["class"] != "healthy" && (h["head"] < 5 || h["head"] > 7))
+        expected[h["layer"]].push_back(h["head"]);
+    const auto pj = nlohmann::json::parse(slurp(p2));
+    std::map<int, std::vector<int>> got;
+    for (auto& [l, heads] : pj["targets"].items())
+      got[std::stoi(l)] = heads.get<std::vector<int>>();
+    EXPECT_EQ(got, expected) << ckpt;
+    EXPECT_EQ(pj["band"], nlohmann::json({5, 7}));
+  }
+
+  // Outside a run (a copied checkpoint), --after names pass 1's plan.
+  fs::copy(dir_ / "run1" / "best", dir_ / "copy", fs::copy_options::recursive);
+  const fs::path d2 = dir_ / "d2.json", p2 = dir_ / "p2.json";
+  ASSERT_EQ(run("diagnose " + (dir_ / "copy").string() + " -q --sink 0.04 --json " + d2.string()),
+            0);
+  ASSERT_EQ(
+      run("plan " + d2.string() + " --pass 2 --after " + p1.string() + " -o " + p2.string(), &err),
+      0)
+      << err;
+  EXPECT_EQ(nlohmann::json::parse(slurp(p2))["band"], nlohmann::json({5, 7}));
+
+  // Without a band or a pass-1 plan the error says which option to add; --after alone is not a
+  // plan, and a plan without a band cannot give one.
+  const fs::path healthy = dir_ / "healthy.json";
+  ASSERT_EQ(run("diagnose " + kTiny8 + " -q --json " + healthy.string()), 0);
+  auto one_line = [&](const std::string& args, std::initializer_list<std::string> needles) {
+    EXPECT_EQ(run(args, &err), 1) << args;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    for (const auto& n : needles) EXPECT_NE(err.find(n), std::string::npos) << n << " in " << err;
+  };
+  one_line("plan " + healthy.string() + " --pass 2 -o " + p2.string(),
+           {"no sick band", "add --after RUN/plan.json"});
+  one_line("plan " + d2.string() + " --after " + p1.string() + " -o " + p2.string(),
+           {"--after", "only with --pass 2"});
+  one_line(
+      "plan " + d2.string() + " --pass 2 --band 5-7 --after " + p1.string() + " -o " + p2.string(),
+      {"--after", "--band"});
+  one_line("plan " + d2.string() + " --pass 2 --after " + (dir_ / "plan.json").string() + " -o " +
+               p2.string(),
+           {(dir_ / "plan.json").string(), "records no band", "--band A-B"});
 }
 
 }  // namespace

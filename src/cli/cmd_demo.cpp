@@ -1,4 +1,5 @@
-// headsurgeon demo: diagnose -> plan -> repair -> diagnose again on the built-in demo model.
+// headsurgeon demo: diagnose -> plan -> repair -> diagnose again on the built-in demo model, in
+// the paper's two passes.
 #include <filesystem>
 #include <iostream>
 
@@ -16,10 +17,12 @@ void add_demo(CLI::App& app) {
   CLI::App* sub = app.add_subcommand(
       "demo",
       "The whole story in a few minutes of CPU on the built-in demo model (a small BLOOM whose "
-      "heads collapse onto the first token, see docs/demo-model.md): diagnose, plan the band, "
-      "repair (re-initialise + train only the target heads), diagnose again; beside it the "
-      "gradient-only control (same masks, no re-initialisation). Prints a before/after table "
-      "and writes SVG heatmaps, diagnoses, the plan and both run directories to --out.");
+      "heads collapse onto the first token, see docs/demo-model.md), in the paper's two passes. "
+      "Pass 1: diagnose, plan the band, repair (re-initialise + train only the target heads), "
+      "diagnose again; beside it the gradient-only control (same masks, no re-initialisation). "
+      "Pass 2: the sick heads outside the band, repaired on pass 1's best checkpoint. Prints a "
+      "table of the stages and writes SVG heatmaps, diagnoses, plans and the run directories "
+      "to --out.");
   sub->add_option("--model", o->model, "demo checkpoint (needs MODEL/corpus, MODEL/heldout.txt)")
       ->capture_default_str();
   sub->add_option("-o,--out", o->out_dir, "output folder")->capture_default_str();
@@ -31,6 +34,11 @@ void add_demo(CLI::App& app) {
   sub->add_option("--seed", o->seed, "seed of re-initialisation and shuffling")
       ->capture_default_str();
   sub->add_flag("--no-control", *no_control, "skip the gradient-only control run");
+  sub->add_option("--passes", o->passes,
+                  "1: the band only; 2: then the sick heads outside it, on pass 1's best "
+                  "checkpoint")
+      ->check(CLI::IsMember({1, 2}))
+      ->capture_default_str();
   sub->add_flag("-q,--quiet", o->quiet, "no progress lines");
   sub->callback(interruptible([o, json, no_control] {
     std::filesystem::create_directories(o->out_dir);  // --json usually points inside it
@@ -39,8 +47,11 @@ void add_demo(CLI::App& app) {
     const DemoResult r = run_demo(*o);
     if (*json != "-") {
       std::cout << r.render_table();
+      if (r.has_pass2 && r.pass2.targets)
+        std::cout << "pass 2 repaired " << r.out_dir << "/surgery/best, pass 1's best checkpoint\n";
       std::cout << "figures: " << r.out_dir << "/{before,surgery"
-                << (r.has_control ? ",control" : "") << "}.svg\n";
+                << (r.has_control ? ",control" : "")
+                << (r.has_pass2 && r.pass2.targets ? ",pass2" : "") << "}.svg\n";
     }
     if (!json->empty()) write_json(*json, r.to_json());
   }));

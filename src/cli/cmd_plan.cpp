@@ -10,7 +10,7 @@ namespace hs::cli {
 
 void add_plan(CLI::App& app) {
   struct Args {
-    std::string diagnosis, out, band = "auto";
+    std::string diagnosis, out, band = "auto", after;
     int pass = 1;
     bool all_sick = false;
     std::vector<int> extra;
@@ -26,9 +26,15 @@ void add_plan(CLI::App& app) {
   sub->add_option("-o,--out", a->out, "plan JSON to write ('-' = stdout)")->required();
   sub->add_option("--band", a->band, "auto (detected) or A-B (head indices, inclusive)")
       ->capture_default_str();
-  sub->add_option("--pass", a->pass, "1: sick heads in the band; 2: sick heads outside it")
+  sub->add_option(
+         "--pass", a->pass,
+         "1: sick heads in the band; 2: sick heads outside it (pass 1's band, see --after)")
       ->check(CLI::IsMember({1, 2}))
       ->capture_default_str();
+  sub->add_option("--after", a->after,
+                  "pass 2: the plan pass 1 ran (RUN/plan.json); its band is the one pass 2 plans "
+                  "around. Default: the plan of the run whose checkpoint was diagnosed (RUN/best, "
+                  "RUN/final, RUN/checkpoints/step-N), else the band this diagnosis shows");
   sub->add_flag("--all-sick", a->all_sick, "every sick head, band or not");
   sub->add_option("--extra-columns", a->extra,
                   "also operate on every head of these indices, healthy ones too (repeatable)");
@@ -49,6 +55,24 @@ void add_plan(CLI::App& app) {
                     "'" + a->band + "' is not A-B with 0 <= A <= B < " + std::to_string(d.heads));
       o.band = std::pair{lo, hi};
     }
+    if (!a->after.empty() && o.mode != PlanOptions::Mode::Pass2)
+      throw Error("--after",
+                  "only with --pass 2, without --all-sick (it gives pass 2 the band of pass 1)");
+    if (!a->after.empty() && o.band)
+      throw Error("--after", "cannot be combined with --band (both give pass 2 its band)");
+    // Pass 1 heals its band, so a diagnosis of its result shows none: take pass 1's from its plan.
+    if (o.mode == PlanOptions::Mode::Pass2 && !o.band) {
+      const std::string p1 = a->after.empty() ? run_plan_of_checkpoint(d.model) : a->after;
+      if (!p1.empty()) {
+        const Plan first = Plan::from_json(read_json_file(p1), p1, d.layers, d.heads);
+        if (!first.band)
+          throw Error(p1,
+                      "this pass-1 plan records no band (made with --all-sick, --extra-columns "
+                      "alone or by hand): give pass 2 --band A-B");
+        o.pass1_band = first.band;
+        o.pass1_plan = p1;
+      }
+    }
     o.extra_columns = a->extra;
     const Plan p = make_plan(d, o);
     write_json(a->out, p.to_json());
@@ -62,6 +86,14 @@ void add_plan(CLI::App& app) {
       std::cout << "  layer " << l << ":";
       for (int h : hs) std::cout << " H" << h << "(" << class_name(d.class_of(l, h)) << ")";
       std::cout << "\n";
+    }
+    if (o.mode == PlanOptions::Mode::Pass2) {
+      int left = 0;
+      for (int l = 0; l < d.layers; ++l)
+        for (int h = p.band->first; h <= p.band->second; ++h) left += is_sick(d.class_of(l, h));
+      if (left)
+        std::cout << "note: " << left << " sick heads inside the band are left to pass 1 (plan "
+                  << "--band " << p.band->first << "-" << p.band->second << ") or --all-sick\n";
     }
     std::cout << "wrote " << a->out << "\n";
   });

@@ -1,10 +1,13 @@
-// The whole story on the built-in demo model: diagnose -> plan -> repair -> diagnose again, with
-// the gradient-only control (same masks, no re-initialisation) beside it.
+// The whole story on the built-in demo model, the paper's two passes: diagnose -> plan the band
+// -> repair -> diagnose again, with the gradient-only control (same masks, no
+// re-initialisation) beside it; then pass 2 on pass 1's best checkpoint, for the sick heads
+// outside the band.
 #pragma once
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 
 namespace hs {
 
@@ -18,12 +21,14 @@ struct DemoOptions {
   int epochs = 2, seq = 128, accum = 8;
   double lr = 1e-3;
   uint64_t seed = 0;
-  bool control = true;  // also run the --no-reinit control
+  bool control = true;  // also run the --no-reinit control of pass 1
+  int passes = 2;       // 1: the band only
   bool quiet = false;
 };
 
-// One condition's outcome: the best checkpoint, diagnosed.
+// One repair's outcome: the best checkpoint, diagnosed.
 struct DemoArm {
+  int targets = 0;
   int recovered = 0;  // targets healthy after
   int healthy_after = 0;
   double ppl_after = 0;
@@ -32,16 +37,21 @@ struct DemoArm {
 
 struct DemoResult {
   std::string model;
-  int heads = 0, targets = 0, healthy_before = 0;
+  int heads = 0, healthy_before = 0;
+  std::pair<int, int> band;  // pass 1's, head indices inclusive
   double ppl_before = 0;
-  DemoArm surgery;
+  DemoArm surgery;  // pass 1
   bool has_control = false;
   DemoArm control;
+  // Pass 2, on pass 1's best checkpoint; 0 targets (and pass 1's figures) when pass 1 left no
+  // sick head outside the band.
+  bool has_pass2 = false;
+  DemoArm pass2;
   double seconds = 0;
   std::string out_dir;
 
   // The README's contract: targets, recovered, healthy_before, healthy_after, ppl_before,
-  // ppl_after, seconds (surgery arm), plus "control" when it ran.
+  // ppl_after (pass 1), band, seconds (the whole demo), plus "control" and "pass2" when they ran.
   nlohmann::json to_json() const;
   std::string render_table() const;
 };

@@ -1,10 +1,13 @@
 #include "report/run_report.h"
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <utility>
+#include <vector>
 
 #include "diagnose/drift.h"
 #include "diagnose/svg.h"
@@ -100,6 +103,12 @@ Run load(const std::string& run_dir) {
   return r;
 }
 
+// One run's sections on the page: plain ids and titles for a single run; on a page of several
+// passes, ids end in "-passK" (unique in the document) and titles start with "Pass K: ".
+struct Part {
+  std::string id, title;
+};
+
 constexpr const char* kCss = R"(
 body { font-family: Helvetica, Arial, sans-serif; font-size: 14px; color: #222; margin: 24px;
        max-width: 1400px; }
@@ -124,12 +133,13 @@ std::string missing(const std::string& what) {
   return "<p class=\"missing\">" + xml(what) + "</p>\n";
 }
 
-std::string summary_section(const Run& r) {
+std::string summary_section(const Run& r, const Part& part) {
   const json& c = r.config;
   size_t targets = 0, watched = 0;
   for (const auto& [l, hs] : r.plan.targets) targets += hs.size();
   for (const auto& [l, hs] : r.plan.frozen_watch) watched += hs.size();
-  std::string o = "<section id=\"summary\">\n<h2>Run summary</h2>\n<table class=\"kv\">\n";
+  std::string o = "<section id=\"summary" + part.id + "\">\n<h2>" + part.title +
+                  "Run summary</h2>\n<table class=\"kv\">\n";
   auto row = [&](const std::string& k, const std::string& v) {
     o += "<tr><td>" + xml(k) + "</td><td>" + v + "</td></tr>\n";
   };
@@ -176,10 +186,12 @@ std::string histogram_svg(const Diagnosis& before, const Diagnosis& after, int64
          svg::bos_histogram(h, after.thresholds) + "</svg>\n";
 }
 
-std::string diagnoses_sections(const Run& r, const RunReportOptions& o) {
-  std::string out = "<section id=\"heatmaps\">\n<h2>Attention on the first token</h2>\n";
-  std::string hist = "<section id=\"histogram\">\n<h2>bos_mass histogram</h2>\n";
-  std::string drift = "<section id=\"drift\">\n<h2>Drift</h2>\n";
+std::string diagnoses_sections(const Run& r, const RunReportOptions& o, const Part& part) {
+  std::string out = "<section id=\"heatmaps" + part.id + "\">\n<h2>" + part.title +
+                    "Attention on the first token</h2>\n";
+  std::string hist =
+      "<section id=\"histogram" + part.id + "\">\n<h2>" + part.title + "bos_mass histogram</h2>\n";
+  std::string drift = "<section id=\"drift" + part.id + "\">\n<h2>" + part.title + "Drift</h2>\n";
   if (!r.before || !r.after) {
     const std::string why =
         !r.before ? "diagnosis_before.json is missing (a run written before repair kept it)."
@@ -199,7 +211,8 @@ std::string diagnoses_sections(const Run& r, const RunReportOptions& o) {
          xml(r.after_why) +
          ". Hover a cell for its values. T marks the targets, F the frozen heads of the surgical "
          "zone.</p>\n";
-  out += "<div class=\"figure\">" + render_drift_svg(*r.before, *r.after, d, "report-drift") +
+  out += "<div class=\"figure\">" +
+         render_drift_svg(*r.before, *r.after, d, "report-drift" + part.id) +
          "</div>\n</section>\n";
   const Summary sb = summarize(*r.before), sa = summarize(*r.after);
   hist +=
@@ -221,20 +234,20 @@ std::string diagnoses_sections(const Run& r, const RunReportOptions& o) {
   const std::string head =
       "<tr><th class=\"l\">%s</th><th>heads</th><th>drifting</th><th>mean |δ|</th>"
       "<th>worst</th></tr>\n";
-  drift += "<h3>Groups</h3>\n<table id=\"drift-groups\">\n" + fmt(head.c_str(), "group") +
-           stats_row("outside the zone", d.outside) +
+  drift += "<h3>Groups</h3>\n<table id=\"drift-groups" + part.id + "\">\n" +
+           fmt(head.c_str(), "group") + stats_row("outside the zone", d.outside) +
            stats_row("frozen in the zone", d.frozen_in_zone) + stats_row("targets", d.targets) +
            "</table>\n";
-  drift += "<h3>Per head-index column (targets left out)</h3>\n<table id=\"drift-columns\">\n" +
-           fmt(head.c_str(), "column");
+  drift += "<h3>Per head-index column (targets left out)</h3>\n<table id=\"drift-columns" +
+           part.id + "\">\n" + fmt(head.c_str(), "column");
   for (const DriftColumn& c : d.columns) drift += stats_row("H" + std::to_string(c.head), c.stats);
   drift += "</table>\n<h3>Class changes</h3>\n";
   if (d.class_changes.empty()) {
     drift += "<p>No head changed class.</p>\n";
   } else {
-    drift +=
-        "<table id=\"class-changes\">\n<tr><th>layer</th><th>head</th><th class=\"l\">from"
-        "</th><th class=\"l\">to</th><th class=\"l\">group</th></tr>\n";
+    drift += "<table id=\"class-changes" + part.id +
+             "\">\n<tr><th>layer</th><th>head</th><th class=\"l\">from"
+             "</th><th class=\"l\">to</th><th class=\"l\">group</th></tr>\n";
     for (const ClassChange& c : d.class_changes)
       drift +=
           fmt("<tr><td>%d</td><td>%d</td><td class=\"l\">%s</td><td class=\"l\">%s</td>"
@@ -245,8 +258,9 @@ std::string diagnoses_sections(const Run& r, const RunReportOptions& o) {
   return out + hist + drift + "</section>\n";
 }
 
-std::string trajectory_section(const Run& r) {
-  std::string o = "<section id=\"trajectory\">\n<h2>Trajectory</h2>\n";
+std::string trajectory_section(const Run& r, const Part& part) {
+  std::string o =
+      "<section id=\"trajectory" + part.id + "\">\n<h2>" + part.title + "Trajectory</h2>\n";
   if (r.trajectory.empty()) return o + missing("No evaluation yet.") + "</section>\n";
   auto series = [&](const char* key, const std::string& label, const std::string& colour) {
     svg::LineSeries s{label, colour, {}, false};
@@ -268,7 +282,8 @@ std::string trajectory_section(const Run& r) {
   o += "<div class=\"charts\">\n";
   for (const svg::LineChart* c : {&ppl, &train, &heads})
     o += "<div class=\"figure\">" + svg::line_chart(*c) + "</div>\n";
-  o += "</div>\n<table id=\"evaluations\">\n<tr><th>step</th><th>epoch</th><th>tokens</th>"
+  o += "</div>\n<table id=\"evaluations" + part.id +
+       "\">\n<tr><th>step</th><th>epoch</th><th>tokens</th>"
        "<th>train loss</th><th>train PPL</th><th>held-out PPL</th><th>woken</th>"
        "<th>watched drifting</th><th>seconds</th></tr>\n";
   for (size_t i = 0; i < r.trajectory.size(); ++i) {
@@ -285,11 +300,13 @@ std::string trajectory_section(const Run& r) {
   return o + "</table>\n<p>The highlighted row is the best held-out perplexity.</p>\n</section>\n";
 }
 
-std::string generations_section(const Run& r) {
-  std::string o = "<section id=\"generations\">\n<h2>Sample generations</h2>\n";
+std::string generations_section(const Run& r, const Part& part) {
+  std::string o = "<section id=\"generations" + part.id + "\">\n<h2>" + part.title +
+                  "Sample generations</h2>\n";
   if (r.trajectory.empty()) return o + missing("No evaluation yet.") + "</section>\n";
   o += "<p>Greedy continuations at each evaluation (the prompt in bold).</p>\n";
-  o += "<table id=\"generation-table\">\n<tr><th>step</th><th class=\"l\">text</th></tr>\n";
+  o += "<table id=\"generation-table" + part.id +
+       "\">\n<tr><th>step</th><th class=\"l\">text</th></tr>\n";
   for (const json& e : r.trajectory) {
     const auto it = e.find("generations");
     if (it == e.end() || !it->is_array()) continue;
@@ -307,20 +324,129 @@ std::string generations_section(const Run& r) {
   return o + "</table>\n</section>\n";
 }
 
+// The stages of several passes side by side, one bos_mass heatmap each (class letters as in
+// `diagnose`), on one colour scale.
+std::string stages_svg(const std::vector<std::pair<std::string, const Diagnosis*>>& stages) {
+  using namespace svg;
+  const Diagnosis& first = *stages.front().second;
+  const int L = first.layers, H = first.heads;
+  const double cell = heatmap_cell(L, H, 320, 480);
+  const double hw = cell * H, hh = cell * L, hy = 60, gap = 60;
+  const double bar = 70 + double(stages.size()) * (hw + gap) - gap + 20;
+  const double barh = std::clamp(hh, 140.0, 320.0);
+  const double width = bar + 14 + 60, height = hy + std::max(hh, barh) + 50;
+  std::string o = "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"" +
+                  num(width) + "\" height=\"" + num(height) + "\" viewBox=\"0 0 " + num(width) +
+                  " " + num(height) +
+                  "\" font-family=\"Helvetica, Arial, sans-serif\" font-size=\"11\">\n" +
+                  "<rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\n";
+  for (size_t k = 0; k < stages.size(); ++k) {
+    const Diagnosis& g = *stages[k].second;
+    o += "<g class=\"stage\">\n";
+    o += heatmap({70 + double(k) * (hw + gap), hy, cell, L, H,
+                  fmt("%s: %d/%d healthy", stages[k].first.c_str(), summarize(g).healthy, L * H)},
+                 [&](int l, int h) {
+                   const HeadClass c = g.class_of(l, h);
+                   return HeatmapCell{
+                       viridis(g.at(l, h).bos_mass),
+                       fmt("L%d H%d bos %.3f %s", l, h, g.at(l, h).bos_mass, class_name(c)),
+                       is_sick(c) ? std::string(1, class_letter(c)) : ""};
+                 });
+    o += "</g>\n";
+  }
+  ColourBar b{"report-stages-bos", "bos_mass", bar, hy, 14, barh, viridis_stops(), {}, {}};
+  for (int i = 0; i <= 4; ++i) b.ticks.push_back({i / 4.0, fmt("%.2f", i / 4.0)});
+  o += colour_bar(b);
+  o += text(10, hy + std::max(hh, barh) + 34,
+            "letters: S = BOS-sink, D = DEAD, E = low-entropy, none = healthy");
+  return o + "</svg>\n";
+}
+
+// The overview of several passes: each run's model, targets and outcome, then the heads before
+// pass 1 and after each pass.
+std::string passes_sections(const std::vector<Run>& runs) {
+  std::string o =
+      "<section id=\"passes\">\n<h2>Passes</h2>\n<table id=\"pass-table\">\n<tr><th>pass</th>"
+      "<th class=\"l\">run directory</th><th class=\"l\">model repaired</th><th>targets</th>"
+      "<th>woken at best</th><th>healthy before</th><th>healthy after</th>"
+      "<th>best held-out PPL</th></tr>\n";
+  auto healthy = [](const std::optional<Diagnosis>& d) {
+    return d ? std::to_string(summarize(*d).healthy) : std::string("–");
+  };
+  std::string notes;
+  const Diagnosis* shape = nullptr;  // one heatmap scale for all stages needs one architecture
+  for (size_t k = 0; k < runs.size(); ++k) {
+    const Run& r = runs[k];
+    for (const std::optional<Diagnosis>* d : {&r.before, &r.after}) {
+      if (!*d) continue;
+      if (!shape) shape = &**d;
+      if ((*d)->layers != shape->layers || (*d)->heads != shape->heads)
+        throw Error(r.dir.string(), fmt("its diagnoses have %d layers x %d heads, the runs before "
+                                        "%d x %d: not a pass of the same model",
+                                        (*d)->layers, (*d)->heads, shape->layers, shape->heads));
+    }
+    const json* best = r.best >= 0 ? &r.trajectory[size_t(r.best)] : nullptr;
+    o += fmt("<tr><td>%zu</td>", k + 1) + "<td class=\"l\">" + xml(r.dir.string()) +
+         "</td><td class=\"l\">" + xml(str(r.config, "model")) + "</td><td>" +
+         std::to_string(r.plan.target_list().size()) + "</td><td>" +
+         (best ? xml(cell(number(*best, "heads_woken"), "%.0f")) : "–") + "</td><td>" +
+         healthy(r.before) + "</td><td>" + healthy(r.after) + "</td><td>" +
+         (best ? xml(cell(number(*best, "heldout_ppl"), "%.4f")) : "–") + "</td></tr>\n";
+    // A pass repairs a checkpoint of the pass before; anything else is worth a word.
+    if (k == 0) continue;
+    const std::string plan = run_plan_of_checkpoint(str(r.config, "model"));
+    std::error_code ec;
+    if (plan.empty() || !fs::equivalent(fs::path(plan).parent_path(), runs[k - 1].dir, ec))
+      notes += missing(fmt("Pass %zu repaired ", k + 1) + str(r.config, "model") +
+                       fmt(", which is not a checkpoint of the run of pass %zu (", k) +
+                       runs[k - 1].dir.string() + "): the passes are shown in the order given.");
+  }
+  o += "</table>\n" + notes + "</section>\n";
+
+  o += "<section id=\"stages\">\n<h2>The heads, pass by pass</h2>\n";
+  std::vector<std::pair<std::string, const Diagnosis*>> stages;
+  if (runs.front().before) stages.push_back({"before pass 1", &*runs.front().before});
+  for (size_t k = 0; k < runs.size(); ++k)
+    if (runs[k].after) stages.push_back({fmt("after pass %zu", k + 1), &*runs[k].after});
+  if (stages.size() < runs.size() + 1)
+    o += missing(
+        "Some stages have no diagnosis (a run without diagnosis_before.json or without an "
+        "evaluation yet): only the others are drawn.");
+  o += "<p>bos_mass of every head: before pass 1 (its input model) and after each pass (the "
+       "diagnosis of the step each pass's section calls \"after\"). Hover a cell for its "
+       "values.</p>\n";
+  if (!stages.empty()) o += "<div class=\"figure\">" + stages_svg(stages) + "</div>\n";
+  return o + "</section>\n";
+}
+
 }  // namespace
 
-std::string render_run_report(const std::string& run_dir, const RunReportOptions& o) {
+std::string render_run_report(const std::vector<std::string>& run_dirs, const RunReportOptions& o) {
   if (!(o.threshold >= 0)) throw Error("--threshold", "must be a non-negative number");
-  const Run r = load(run_dir);
+  if (run_dirs.empty()) throw Error("report", "no run directory");
+  std::vector<Run> runs;
+  for (const std::string& d : run_dirs) runs.push_back(load(d));
+  const Run& r0 = runs.front();
+  const bool several = runs.size() > 1;
   std::string h = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
-  h += "<title>headsurgeon report: " + xml(str(r.config, "model")) + "</title>\n";
+  h += "<title>headsurgeon report: " + xml(str(r0.config, "model")) + "</title>\n";
   h += "<style>" + std::string(kCss) + "</style>\n</head>\n<body>\n";
-  h += "<h1>headsurgeon repair report</h1>\n<p>" + xml(str(r.config, "model")) + " — " +
-       xml(r.dir.string()) + "</p>\n";
-  h += summary_section(r);
-  h += diagnoses_sections(r, o);
-  h += trajectory_section(r);
-  h += generations_section(r);
+  if (several) {
+    h += fmt("<h1>headsurgeon repair report: %zu passes</h1>\n<p>", runs.size()) +
+         xml(str(r0.config, "model"));
+    for (const Run& r : runs) h += " → " + xml(r.dir.string());
+    h += "</p>\n" + passes_sections(runs);
+  } else {
+    h += "<h1>headsurgeon repair report</h1>\n<p>" + xml(str(r0.config, "model")) + " — " +
+         xml(r0.dir.string()) + "</p>\n";
+  }
+  for (size_t k = 0; k < runs.size(); ++k) {
+    const Part part = several ? Part{fmt("-pass%zu", k + 1), fmt("Pass %zu: ", k + 1)} : Part{};
+    h += summary_section(runs[k], part);
+    h += diagnoses_sections(runs[k], o, part);
+    h += trajectory_section(runs[k], part);
+    h += generations_section(runs[k], part);
+  }
   return h + "</body>\n</html>\n";
 }
 

@@ -1,6 +1,7 @@
 #include "surgery/plan.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <set>
 #include <sstream>
 
@@ -9,6 +10,8 @@
 namespace hs {
 
 namespace {
+
+namespace fs = std::filesystem;
 
 std::vector<HeadRef> flatten(const std::map<int, std::vector<int>>& m) {
   std::vector<HeadRef> out;
@@ -21,6 +24,18 @@ nlohmann::json layer_map_json(const std::map<int, std::vector<int>>& m) {
   nlohmann::json j = nlohmann::json::object();
   for (const auto& [l, hs] : m) j[std::to_string(l)] = hs;
   return j;
+}
+
+std::string band_name(const std::pair<int, int>& b) {
+  std::ostringstream s;  // not "H" + to_string(...): GCC 12 warns falsely (-Wrestrict) on that
+  s << "H" << b.first << "-H" << b.second;
+  return s.str();
+}
+
+// The folder above `p`, lexically: a diagnosis names the checkpoint as diagnose was given it.
+fs::path up(const fs::path& p) {
+  const fs::path q = (p / "..").lexically_normal();
+  return q.has_filename() ? q : q.parent_path();
 }
 
 std::map<int, std::vector<int>> read_layer_map(const nlohmann::json& j, const std::string& key,
@@ -63,11 +78,13 @@ std::vector<HeadRef> Plan::watch_list() const { return flatten(frozen_watch); }
 nlohmann::json Plan::to_json() const {
   int n = 0;
   for (const auto& [l, hs] : targets) n += int(hs.size());
-  return {{"targets", layer_map_json(targets)},
-          {"frozen_watch", layer_map_json(frozen_watch)},
-          {"target_count", n},
-          {"bos", bos},
-          {"reason", reason}};
+  nlohmann::json j = {{"targets", layer_map_json(targets)},
+                      {"frozen_watch", layer_map_json(frozen_watch)},
+                      {"target_count", n},
+                      {"bos", bos},
+                      {"reason", reason}};
+  if (band) j["band"] = {band->first, band->second};
+  return j;
 }
 
 Plan Plan::from_json(const nlohmann::json& j, const std::string& path, int layers, int heads) {
@@ -82,6 +99,15 @@ Plan Plan::from_json(const nlohmann::json& j, const std::string& path, int layer
         std::count(p.targets[w.layer].begin(), p.targets[w.layer].end(), w.head))
       throw Error(path, "head L" + std::to_string(w.layer) + " H" + std::to_string(w.head) +
                             " is both a target and frozen_watch");
+  if (j.contains("band")) {
+    const nlohmann::json& b = j["band"];
+    if (!b.is_array() || b.size() != 2 || !b[0].is_number_integer() || !b[1].is_number_integer() ||
+        b[0].get<int64_t>() < 0 || b[1].get<int64_t>() < b[0].get<int64_t>() ||
+        b[1].get<int64_t>() >= heads)
+      throw Error(path, "\"band\" must be [A, B] with 0 <= A <= B < " + std::to_string(heads) +
+                            ", got " + b.dump());
+    p.band = std::pair{b[0].get<int>(), b[1].get<int>()};
+  }
   if (j.contains("bos") && j["bos"].is_boolean()) p.bos = j["bos"];
   if (j.contains("reason") && j["reason"].is_string()) p.reason = j["reason"];
   return p;
@@ -89,12 +115,19 @@ Plan Plan::from_json(const nlohmann::json& j, const std::string& path, int layer
 
 Plan make_plan(const Diagnosis& d, const PlanOptions& o) {
   const Band band = detect_band(d);
+  const bool pass2 = o.mode == PlanOptions::Mode::Pass2;
   std::optional<std::pair<int, int>> range = o.band;
+  const bool from_pass1 = !range && pass2 && o.pass1_band;
+  if (from_pass1) range = o.pass1_band;
   if (!range && band.found) range = std::pair{band.first, band.last};
-  if (!range && o.mode != PlanOptions::Mode::AllSick && o.extra_columns.empty())
+  if (!range && pass2)
+    throw Error("plan",
+                "no sick band in this diagnosis, nor a pass-1 plan to take it from: add --after "
+                "RUN/plan.json (the plan of pass 1) or --band A-B");
+  if (!range && o.mode == PlanOptions::Mode::Band && o.extra_columns.empty())
     throw Error("plan",
                 "no sick band in this diagnosis: use --all-sick, --band A-B or "
-                "--extra-columns");
+                "--extra-columns (or --pass 2, on the result of pass 1)");
   auto in_band = [&](int h) { return range && h >= range->first && h <= range->second; };
   Plan p;
   p.bos = d.bos;
@@ -112,10 +145,14 @@ Plan make_plan(const Diagnosis& d, const PlanOptions& o) {
       why << "every sick head";
       break;
     case PlanOptions::Mode::Band:
-      if (range) why << "sick heads in band H" << range->first << "-H" << range->second;
+      if (range) why << "sick heads in band " << band_name(*range);
+      p.band = range;
       break;
     case PlanOptions::Mode::Pass2:
-      why << "sick heads outside band H" << range->first << "-H" << range->second << " (pass 2)";
+      why << "sick heads outside band " << band_name(*range) << " (pass 2";
+      if (from_pass1) why << "; the band of pass 1, from " << o.pass1_plan;
+      why << ")";
+      p.band = range;
       break;
   }
   // Extra columns: the band's layers (or all) for whole head-index columns.
@@ -149,6 +186,16 @@ Plan make_plan(const Diagnosis& d, const PlanOptions& o) {
     }
   p.reason = "from diagnosis of " + d.model + ": " + why.str();
   return p;
+}
+
+std::string run_plan_of_checkpoint(const std::string& model) {
+  std::error_code ec;
+  if (model.empty() || !fs::is_directory(model, ec)) return "";
+  fs::path run = up(model);
+  if (run.filename() == "checkpoints") run = up(run);
+  if (fs::is_regular_file(run / "plan.json", ec) && fs::is_regular_file(run / "config.json", ec))
+    return (run / "plan.json").string();
+  return "";
 }
 
 }  // namespace hs
