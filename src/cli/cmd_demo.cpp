@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "cli/common.h"
+#include "cli/model_loading.h"
 #include "demo/demo.h"
 
 namespace hs::cli {
@@ -14,6 +15,7 @@ void add_demo(CLI::App& app) {
   o->out_dir = "out/demo";
   auto json = std::make_shared<std::string>();
   auto no_control = std::make_shared<bool>(false);
+  auto dev = std::make_shared<DeviceArgs>();
   CLI::App* sub = app.add_subcommand(
       "demo",
       "The whole story in a few minutes of CPU on the built-in demo model (a small BLOOM whose "
@@ -39,8 +41,12 @@ void add_demo(CLI::App& app) {
                   "checkpoint")
       ->check(CLI::IsMember({1, 2}))
       ->capture_default_str();
+  add_device_options(sub, *dev);
   sub->add_flag("-q,--quiet", o->quiet, "no progress lines");
-  sub->callback(interruptible([o, json, no_control] {
+  sub->callback(interruptible([o, json, no_control, dev] {
+    o->device = dev->device;
+    o->gpu_dtype = dev->gpu_dtype;
+    o->device_from = dev->device_from;
     std::filesystem::create_directories(o->out_dir);  // --json usually points inside it
     check_output_path(*json);
     o->control = !*no_control;

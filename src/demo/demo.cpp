@@ -109,6 +109,9 @@ DemoResult run_demo(const DemoOptions& o) {
     ro.seed = o.seed;
     ro.reinit = reinit;
     ro.quiet = o.quiet;
+    ro.device = o.device;
+    ro.gpu_dtype = o.gpu_dtype;
+    ro.device_from = o.device_from;
     if (run_repair(ro) != 0) throw Interrupted();  // it has said where its state is
     const std::string best = (run / "best").string();
     Measured after = measure(best, heldout, best, bos);

@@ -23,6 +23,8 @@ struct DemoOptions {
   uint64_t seed = 0;
   bool control = true;  // also run the --no-reinit control of pass 1
   int passes = 2;       // 1: the band only
+  // Where the repairs train (backend/backend.h); the measurements stay on the CPU reference.
+  std::string device = "cpu", gpu_dtype = "auto", device_from = "--device";
   bool quiet = false;
 };
 
