@@ -2,12 +2,15 @@
 // with NaN first, so an element the kernel forgets fails), and the whole engine against the
 // golden data and the CPU engine. Skipped, saying why, where no usable GPU is present (CI).
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -319,6 +322,76 @@ TEST_F(Gpu, GemmMatchesCpu) {
     cuda::gemm_rows<float>(h, O.as<float>(), OC, X.as<float>(), Wd.as<float>(), N, IC, OC, alpha);
     EXPECT_LE(rel_err(download<float>(O, ref.size()), ref), 1e-5) << "alpha " << alpha;
   }
+  cublasDestroy(h);
+}
+
+// ---- Training kernels (surgical repair) ----
+
+// The host's rounding of a float to W, as the kernels' from_f32 rounds it (to nearest).
+template <class W>
+W to_w(float x) {
+  if constexpr (std::is_same_v<W, float>) return x;
+  if constexpr (std::is_same_v<W, __nv_bfloat16>) return __float2bfloat16_rn(x);
+  if constexpr (std::is_same_v<W, __half>) return __float2half_rn(x);
+}
+template <class W>
+float from_w(W x) {
+  if constexpr (std::is_same_v<W, float>) return x;
+  if constexpr (std::is_same_v<W, __nv_bfloat16>) return __bfloat162float(x);
+  if constexpr (std::is_same_v<W, __half>) return __half2float(x);
+}
+template <class W>
+std::vector<W> to_w(const std::vector<float>& v) {
+  std::vector<W> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = to_w<W>(v[i]);
+  return out;
+}
+template <class W>
+bool same_bits(const std::vector<W>& a, const std::vector<W>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(W)) == 0;
+}
+
+// gemm in all four transpositions, each operand a window (column offset 2) of a wider matrix,
+// with alpha and beta (beta 0: C poisoned, never read), against cpu::gemm on the same W-rounded
+// inputs. Both sides accumulate in fp32 and products of bf16 or fp16 values are exact in fp32,
+// so every W is held to fp32 rounding of the sums: 1e-5 of the output's scale (TF32 would cost
+// 1e-3).
+template <class W>
+void expect_gemm_matches_cpu(cublasHandle_t h, std::mt19937& rng, const char* wname) {
+  const int M = 37, N = 29, K = 53, pad = 5, off = 2;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (float beta : {0.0f, 0.5f}) {
+        const int a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K,
+                  b_cols = tb ? K : N;
+        const int lda = a_cols + pad, ldb = b_cols + pad, ldc = N + pad;
+        std::vector<float> a = randn(rng, size_t(a_rows) * lda),
+                           b = randn(rng, size_t(b_rows) * ldb), c = randn(rng, size_t(M) * ldc);
+        for (auto& x : a) x = from_w(to_w<W>(x));
+        for (auto& x : b) x = from_w(to_w<W>(x));
+        std::vector<float> ref = c;
+        cpu::gemm<float>(ta, tb, M, N, K, 0.7f, a.data() + off, lda, b.data() + off, ldb, beta,
+                         ref.data(), ldc);
+        DeviceBuffer A = upload(to_w<W>(a)), B = upload(to_w<W>(b)),
+                     C = beta == 0 ? poisoned(c.size() * 4) : upload(c);
+        cuda::gemm<W>(h, ta, tb, M, N, K, 0.7f, A.as<W>() + off, lda, B.as<W>() + off, ldb, beta,
+                      C.as<float>(), ldc);
+        auto got = download<float>(C, c.size());
+        // The padding columns of C are not part of the product: compared as they were.
+        for (int i = 0; i < M; ++i)
+          for (int j = N; j < ldc; ++j) got[size_t(i) * ldc + j] = ref[size_t(i) * ldc + j];
+        EXPECT_LE(rel_err(got, ref), 1e-5)
+            << wname << " transA=" << ta << " transB=" << tb << " beta=" << beta;
+      }
+}
+
+TEST_F(Gpu, GemmTransposedMatchesCpu) {
+  std::mt19937 rng(test_seed() + 10);
+  cublasHandle_t h;
+  cuda::check_blas(cublasCreate(&h), "cublasCreate");
+  expect_gemm_matches_cpu<float>(h, rng, "f32");
+  expect_gemm_matches_cpu<__nv_bfloat16>(h, rng, "bf16");
+  expect_gemm_matches_cpu<__half>(h, rng, "f16");
   cublasDestroy(h);
 }
 
