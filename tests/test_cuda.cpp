@@ -201,21 +201,22 @@ TEST_F(Gpu, AttentionMatchesCpu) {
                    RS = upload(row_seq), Q0 = upload(q_row0), NR = upload(n_rows),
                    P0 = upload(past), Off = upload(probs_off), K = upload(kc), Vb = upload(vc),
                    Ctx = poisoned(size_t(N) * d * 4), Stats = poisoned(size_t(3) * H * N * 4),
-                   Probs(size_t(probs_total) * 4);
+                   Lse = poisoned(size_t(H) * N * 4), Probs(size_t(probs_total) * 4);
       cuda::check(cudaMemset(Probs.as<void>(), 0, Probs.bytes()), "memset");
       const cuda::RowMap m{
           RS.as<int32_t>(), Q0.as<int32_t>(), NR.as<int32_t>(), P0.as<int32_t>(), N, B};
       cuda::qkv_split(QKV.as<float>(), K.as<float>(), Vb.as<float>(),
                       cv.bias ? Bias.as<float>() : nullptr, cv.clip, m, H, hd, cap, nullptr);
-      cuda::alibi_attention_forward<float>(Ctx.as<float>(), Stats.as<float>(), Probs.as<float>(),
-                                           Off.as<int64_t>(), QKV.as<float>(), K.as<float>(),
-                                           Vb.as<float>(), Sl.as<float>(), cv.alibi, m, H, hd, cap,
-                                           *std::max_element(cs.T.begin(), cs.T.end()), nullptr);
+      cuda::alibi_attention_forward<float>(
+          Ctx.as<float>(), Stats.as<float>(), Probs.as<float>(), Off.as<int64_t>(), QKV.as<float>(),
+          K.as<float>(), Vb.as<float>(), Sl.as<float>(), cv.alibi, m, H, hd, cap,
+          *std::max_element(cs.T.begin(), cs.T.end()), nullptr, Lse.as<float>());
       const auto got_qkv = download<float>(QKV, qkv.size());
       const auto got_k = download<float>(K, kc.size()), got_v = download<float>(Vb, vc.size());
       const auto ctx = download<float>(Ctx, size_t(N) * d);
       const auto stats = download<float>(Stats, size_t(3) * H * N);
       const auto probs = download<float>(Probs, size_t(probs_total));
+      const auto lse = download<float>(Lse, size_t(H) * N);
       // The CPU block's order: bias, then the clamp, on all of q, k and v.
       std::vector<float> x = qkv;
       for (int g = 0; g < N; ++g)
@@ -265,6 +266,28 @@ TEST_F(Gpu, AttentionMatchesCpu) {
         const std::vector<float> got_probs(probs.begin() + probs_off[b],
                                            probs.begin() + probs_off[b] + int64_t(H) * T * W);
         EXPECT_LE(rel_err(got_probs, ref_probs), 1e-5) << where;
+        // Log-sum-exp of each row's scores, in double: float scores of |s| up to ~20 are good
+        // to ~1e-6, so 1e-5 of max(1, |lse|).
+        const double scale = alibi_scale<double>(cv.alibi, hd);
+        for (int h = 0; h < H; ++h)
+          for (int t = 0; t < T; ++t) {
+            const int pos = P + t;
+            const float* q = x.data() + size_t(q_row0[b] + t) * 3 * d + qkv_row(h, 0, hd);
+            std::vector<double> sc(size_t(pos) + 1);
+            for (int j = 0; j <= pos; ++j) {
+              const float* k = kc.data() + ((size_t(b) * H + h) * cap + j) * hd;
+              double dot = 0;
+              for (int e = 0; e < hd; ++e) dot += double(q[e]) * k[e];
+              sc[j] = alibi_score<double>(dot, scale, slopes[h], j, cv.alibi);
+            }
+            const double mx = *std::max_element(sc.begin(), sc.end());
+            double sum = 0;
+            for (double v : sc) sum += std::exp(v - mx);
+            const double want = mx + std::log(sum);
+            EXPECT_NEAR(lse[size_t(h) * N + q_row0[b] + t], want,
+                        1e-5 * std::max(1.0, std::abs(want)))
+                << where << " lse, head " << h << " row " << t;
+          }
         for (int h = 0; h < H; ++h) {
           double g[3] = {0, 0, 0};
           for (int k = 0; k < 3; ++k)
@@ -393,6 +416,126 @@ TEST_F(Gpu, GemmTransposedMatchesCpu) {
   expect_gemm_matches_cpu<__nv_bfloat16>(h, rng, "bf16");
   expect_gemm_matches_cpu<__half>(h, rng, "f16");
   cublasDestroy(h);
+}
+
+// One run of alibi_attention_backward after the forward (with its log-sum-exp) over packed
+// sequences, against the CPU twin per sequence and part (q, k, v) at `tol` of the part's scale;
+// the masked heads' columns stay exactly 0, and a second call adds exactly as much again
+// (accumulation into dqkv, determinism).
+template <class W>
+void expect_attention_backward(std::mt19937& rng, const std::string& where, const AlibiParams& al,
+                               int H, int hd, const std::vector<int>& T,
+                               const std::vector<uint8_t>& mask, double tol) {
+  const int d = H * hd, B = int(T.size()), max_rows = *std::max_element(T.begin(), T.end());
+  int N = 0;
+  for (int t : T) N += t;
+  const int cap = max_rows;
+  const auto qkv = randn(rng, size_t(N) * 3 * d), dctx = randn(rng, size_t(N) * d);
+  std::vector<float> slopes(H);
+  for (int h = 0; h < H; ++h) slopes[h] = std::pow(2.0f, -8.0f * float(h + 1) / float(H + 1));
+  std::vector<int32_t> row_seq, q_row0, n_rows(T.begin(), T.end()), past(B, 0);
+  for (int b = 0; b < B; ++b) {
+    q_row0.push_back(int32_t(row_seq.size()));
+    row_seq.insert(row_seq.end(), T[b], b);
+  }
+  // The caches hold each sequence's keys and values; positions past its length stay NaN.
+  std::vector<float> kc(size_t(B) * H * cap * hd, NAN), vc = kc;
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T[b]; ++t)
+      for (int h = 0; h < H; ++h)
+        for (int e = 0; e < hd; ++e) {
+          const size_t at = ((size_t(b) * H + h) * cap + t) * hd + e;
+          const size_t row = size_t(q_row0[b] + t) * 3 * d;
+          kc[at] = qkv[row + qkv_row(h, 1, hd) + e];
+          vc[at] = qkv[row + qkv_row(h, 2, hd) + e];
+        }
+  DeviceBuffer QKV = upload(qkv), G = upload(dctx), K = upload(kc), V = upload(vc),
+               Sl = upload(slopes), RS = upload(row_seq), Q0 = upload(q_row0), NR = upload(n_rows),
+               P0 = upload(past), Mk = upload(mask), Ctx = poisoned(size_t(N) * d * sizeof(W)),
+               Lse = poisoned(size_t(H) * N * 4), Dsc = poisoned(size_t(H) * N * 4),
+               DQ(size_t(N) * 3 * d * 4);
+  cuda::check(cudaMemset(DQ.as<void>(), 0, DQ.bytes()), "memset");
+  const cuda::RowMap m{
+      RS.as<int32_t>(), Q0.as<int32_t>(), NR.as<int32_t>(), P0.as<int32_t>(), N, B};
+  const uint8_t* mk = mask.empty() ? nullptr : Mk.as<uint8_t>();
+  cuda::alibi_attention_forward<W>(Ctx.as<W>(), nullptr, nullptr, nullptr, QKV.as<float>(),
+                                   K.as<float>(), V.as<float>(), Sl.as<float>(), al, m, H, hd, cap,
+                                   max_rows, nullptr, Lse.as<float>());
+  auto backward = [&] {
+    cuda::alibi_attention_backward<W>(DQ.as<float>(), G.as<float>(), QKV.as<float>(), K.as<float>(),
+                                      V.as<float>(), Ctx.as<W>(), Lse.as<float>(), Dsc.as<float>(),
+                                      Sl.as<float>(), al, m, H, hd, cap, max_rows, mk, nullptr);
+  };
+  backward();
+  const auto got = download<float>(DQ, size_t(N) * 3 * d);
+  // Part p (0 q, 1 k, 2 v) of every head of rows [r0, r0 + n) of a [*, 3d] buffer.
+  auto part = [&](const float* x, int r0, int n, int p) {
+    std::vector<float> out;
+    for (int r = r0; r < r0 + n; ++r)
+      for (int h = 0; h < H; ++h) {
+        const float* at = x + size_t(r) * 3 * d + qkv_row(h, p, hd);
+        out.insert(out.end(), at, at + hd);
+      }
+    return out;
+  };
+  for (int b = 0; b < B; ++b) {
+    std::vector<float> ref(size_t(T[b]) * 3 * d, 0.0f);
+    cpu::alibi_attention_backward<float>(ref.data(), dctx.data() + size_t(q_row0[b]) * d,
+                                         qkv.data() + size_t(q_row0[b]) * 3 * d, slopes.data(), al,
+                                         mask.empty() ? nullptr : mask.data(), T[b], H, hd);
+    for (int p = 0; p < 3; ++p)
+      EXPECT_LE(rel_err(part(got.data(), q_row0[b], T[b], p), part(ref.data(), 0, T[b], p)), tol)
+          << where << " H=" << H << " hd=" << hd << " sequence " << b << " (T=" << T[b] << ") part "
+          << "qkv"[p];
+  }
+  int64_t masked_nonzero = 0, not_doubled = 0;
+  for (int g = 0; g < N; ++g)
+    for (int h = 0; h < H; ++h)
+      if (!mask.empty() && !mask[h])
+        for (int c = 0; c < 3 * hd; ++c)
+          masked_nonzero += got[size_t(g) * 3 * d + qkv_row(h, 0, hd) + c] != 0;
+  backward();
+  const auto twice = download<float>(DQ, got.size());
+  for (size_t i = 0; i < got.size(); ++i) not_doubled += twice[i] != 2 * got[i];
+  EXPECT_EQ(masked_nonzero, 0) << where << ": gradient in a masked head";
+  EXPECT_EQ(not_doubled, 0) << where << ": a second call does not add the same again";
+}
+
+// Every family's convention; head dims 8, 64, 128 (and 200, the widest tiles) with sequence
+// lengths that are not multiples of the tiles (1, 33, 65, 70, 97, 100, 130) packed together; a
+// head mask. fp32 on both sides: the GPU's D = dctx · ctx and its summation orders against the
+// CPU's, over up to 130 terms: 2e-5 of the part's scale. bf16 and fp16 ctx round D's inputs to 8
+// and 11 bits, which moves dq and dk by up to 5e-3 and 5e-4 of their scale: 1.5e-2 and 2e-3.
+TEST_F(Gpu, AttentionBackwardMatchesCpu) {
+  std::mt19937 rng(test_seed() + 14);
+  struct Case {
+    int H, hd;
+    std::vector<int> T;
+    std::vector<uint8_t> mask;
+  };
+  const std::pair<const char*, AlibiParams> conventions[] = {
+      {"bloom", AlibiParams{}},
+      {"mpt softmax_scale", AlibiParams{0.3, false, false, false}},
+      {"falcon", AlibiParams{0, true, true, false}},
+      {"falcon as HF eager", AlibiParams{0, true, true, true}}};
+  for (const auto& [name, al] : conventions)
+    for (const Case& cs : std::vector<Case>{{2, 8, {1, 5, 70}, {}},
+                                            {3, 64, {100, 33, 130}, {1, 0, 1}},
+                                            {2, 128, {65, 3, 97}, {}},
+                                            {1, 200, {70}, {}}})
+      expect_attention_backward<float>(rng, name, al, cs.H, cs.hd, cs.T, cs.mask, 2e-5);
+  expect_attention_backward<__nv_bfloat16>(rng, "bloom, bf16 ctx", AlibiParams{}, 3, 64, {100, 33},
+                                           {}, 1.5e-2);
+  expect_attention_backward<__half>(rng, "bloom, f16 ctx", AlibiParams{}, 2, 128, {70}, {}, 2e-3);
+
+  // A sequence with cached keys is refused before anything runs.
+  std::vector<int32_t> zero = {0, 0}, one = {1, 1}, past = {0, 4};
+  DeviceBuffer Z = upload(zero), O = upload(one), P = upload(past), X = poisoned(64);
+  const cuda::RowMap m{Z.as<int32_t>(), Z.as<int32_t>(), O.as<int32_t>(), P.as<int32_t>(), 2, 2};
+  float* f = X.as<float>();
+  EXPECT_THROW(cuda::alibi_attention_backward<float>(f, f, f, f, f, f, f, f, f, AlibiParams{}, m, 1,
+                                                     8, 8, 1, nullptr, nullptr),
+               Error);
 }
 
 // ---- The engine, end to end ----

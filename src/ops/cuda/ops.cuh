@@ -74,12 +74,29 @@ void qkv_split(float* qkv, float* kc, float* vc, const float* bias, float clip, 
 //   row_stats [3][H][N]: per row bos mass, entropy and local mass (keys pos-2..pos)
 //   probs: sequence b's probabilities at probs + probs_off[b], laid out [H][n][past + n]
 //          (entries after pos are left untouched: the caller zeroes the buffer)
+//   lse [H][N]: per row the log-sum-exp of its scores (m + log l of the online softmax), which
+//          alibi_attention_backward needs to recompute the probabilities
 // max_rows bounds n_rows (grid size); hd <= 256.
 template <class W>
 void alibi_attention_forward(W* ctx, float* row_stats, float* probs, const int64_t* probs_off,
                              const float* qkv, const float* kc, const float* vc,
                              const float* slopes, const AlibiParams& alibi, RowMap m, int H, int hd,
-                             int cap, int max_rows, cudaStream_t stream);
+                             int cap, int max_rows, cudaStream_t stream, float* lse = nullptr);
+
+// dqkv[N, 3*H*hd] += the gradient of a training pass's attention (every sequence's past is 0,
+// else hs::Error: the check reads m.past back, one stream synchronisation per call) for the heads
+// with head_mask[h] != 0 (a device array; null = all), in the internal layout (qkv_row): queries
+// from qkv after qkv_split, keys and values from the caches, lse from the forward, ctx the
+// forward's output (W) and dctx [N, H*hd] its gradient. D [H][N] is the caller's scratch
+// (D = rowsum(dctx * ctx)). Probabilities are recomputed tile by tile (nothing T x T in memory):
+// dk/dv by one kernel over key tiles, dq by one over query tiles; no atomics, deterministic.
+// Twin of cpu::alibi_attention_backward; hd <= 256.
+template <class W>
+void alibi_attention_backward(float* dqkv, const float* dctx, const float* qkv, const float* kc,
+                              const float* vc, const W* ctx, const float* lse, float* D,
+                              const float* slopes, const AlibiParams& alibi, RowMap m, int H,
+                              int hd, int cap, int max_rows, const uint8_t* head_mask,
+                              cudaStream_t stream);
 
 // Online log-sum-exp over vocabulary chunks (GPU twin of cpu::logsumexp_update): for each row of
 // logits[N, Vc] (columns v0..v0+Vc of the vocabulary) update the running max m and scaled sum s,
