@@ -321,13 +321,18 @@ TEST_F(Gpu, LogSumExpMatchesCpu) {
                            Tl.as<float>(), nullptr);
     cuda::check(cudaDeviceSynchronize(), "sync");
   }
-  const auto gm = download<float>(M, N), gt = download<float>(Tl, N);
+  DeviceBuffer Lse = poisoned(size_t(N) * 4);
+  cuda::logsumexp_finish(Lse.as<float>(), M.as<float>(), S.as<double>(), N, nullptr);
+  const auto gm = download<float>(M, N), gt = download<float>(Tl, N), gl = download<float>(Lse, N);
   const auto gs = download<double>(S, N);
   for (int r = 0; r < N; ++r) {
     EXPECT_NEAR(gm[r] + std::log(gs[r]), m[r] + std::log(s[r]), 1e-5) << "row " << r;
     if (target[r] >= 0) {
       EXPECT_EQ(gt[r], logits[size_t(r) * V + target[r]]) << "row " << r;
     }
+    // As engine/cpu/train.cpp finishes it, from the same state: the device's double log may
+    // differ from the host's in the last double bit, which float rounding almost always hides.
+    EXPECT_FLOAT_EQ(gl[r], float(double(gm[r]) + std::log(gs[r]))) << "row " << r;
   }
 }
 
@@ -416,6 +421,73 @@ TEST_F(Gpu, GemmTransposedMatchesCpu) {
   expect_gemm_matches_cpu<__nv_bfloat16>(h, rng, "bf16");
   expect_gemm_matches_cpu<__half>(h, rng, "f16");
   cublasDestroy(h);
+}
+
+// LayerNorm's input gradient, added to what dinp holds, against the CPU twin with the CPU
+// forward's mean and rstd. Both sum in double; the float mean and rstd may differ in the last
+// bit (another summation order), so 1e-5 of the gradient's scale.
+TEST_F(Gpu, LayerNormBackwardMatchesCpu) {
+  std::mt19937 rng(test_seed() + 11);
+  for (int d : {64, 300, 2048}) {
+    const int N = 7;
+    const auto x = randn(rng, size_t(N) * d, 2, 1), w = randn(rng, d, 0.2f, 1),
+               dout = randn(rng, size_t(N) * d), dinp = randn(rng, size_t(N) * d);
+    std::vector<float> out(x.size()), mean(N), rstd(N), ref = dinp;
+    cpu::layernorm_forward<float>(out.data(), mean.data(), rstd.data(), x.data(), w.data(), nullptr,
+                                  N, d, 1e-5f);
+    cpu::layernorm_backward<float>(ref.data(), nullptr, nullptr, dout.data(), x.data(), w.data(),
+                                   mean.data(), rstd.data(), N, d);
+    DeviceBuffer X = upload(x), Wd = upload(w), G = upload(dout), DI = upload(dinp);
+    cuda::layernorm_backward(DI.as<float>(), G.as<float>(), X.as<float>(), Wd.as<float>(), N, d,
+                             1e-5f, nullptr);
+    EXPECT_LE(rel_err(download<float>(DI, ref.size()), ref), 1e-5) << "d=" << d;
+  }
+}
+
+// GELU's gradient in both forms, with the bias fused and without, into a fresh buffer and in
+// place. The device's tanhf/erff/expf differ from the host's by an ulp or two, which the
+// derivative's x * (1 - tanh^2) can amplify a few times: 1e-5 of the gradient's scale.
+TEST_F(Gpu, GeluBackwardMatchesCpu) {
+  std::mt19937 rng(test_seed() + 12);
+  const int N = 5, C = 1000;
+  const auto h = randn(rng, size_t(N) * C, 2), bias = randn(rng, C), dout = randn(rng, h.size());
+  for (Gelu kind : {Gelu::tanh, Gelu::erf})
+    for (bool with_bias : {true, false}) {
+      std::vector<float> pre(h.size()), ref(h.size());
+      for (size_t i = 0; i < h.size(); ++i) pre[i] = with_bias ? h[i] + bias[i % C] : h[i];
+      cpu::gelu_backward<float>(ref.data(), dout.data(), pre.data(), int64_t(ref.size()), kind);
+      DeviceBuffer H = upload(h), B = upload(bias), G = upload(dout), O = poisoned(h.size() * 4);
+      const float* b = with_bias ? B.as<float>() : nullptr;
+      cuda::gelu_backward(O.as<float>(), G.as<float>(), H.as<float>(), b, N, C, kind, nullptr);
+      cuda::gelu_backward(G.as<float>(), G.as<float>(), H.as<float>(), b, N, C, kind, nullptr);
+      const std::string where =
+          std::string(kind == Gelu::erf ? "erf" : "tanh") + " bias=" + std::to_string(with_bias);
+      EXPECT_LE(rel_err(download<float>(O, ref.size()), ref), 1e-5) << where;
+      EXPECT_EQ(download<float>(G, ref.size()), download<float>(O, ref.size()))
+          << where << ": in place";
+    }
+}
+
+// MPT's clamp gradient from the raw GEMM output (+ bias): exactly the CPU mask's zeros, values
+// at the bounds passing (torch.clamp's gradient).
+TEST_F(Gpu, ClampBackwardMatchesCpu) {
+  std::mt19937 rng(test_seed() + 13);
+  const int N = 6, C = 96;
+  const float c = 1.0f;
+  auto raw = randn(rng, size_t(N) * C, 1.2f);
+  const auto bias = randn(rng, C, 0.3f), dq = randn(rng, raw.size());
+  for (bool with_bias : {true, false}) {
+    if (!with_bias) raw[3] = c, raw[7] = -c, raw[11] = std::nextafter(c, 2.0f);
+    std::vector<float> pre(raw.size()), ref = dq;
+    for (size_t i = 0; i < raw.size(); ++i) pre[i] = with_bias ? raw[i] + bias[i % C] : raw[i];
+    std::vector<uint8_t> mask(raw.size());
+    cpu::clamp_forward<float>(pre.data(), mask.data(), int64_t(pre.size()), c);
+    cpu::clamp_backward<float>(ref.data(), mask.data(), int64_t(ref.size()));
+    DeviceBuffer R = upload(raw), B = upload(bias), D = upload(dq);
+    cuda::clamp_backward(D.as<float>(), R.as<float>(), with_bias ? B.as<float>() : nullptr, N, C, c,
+                         nullptr);
+    EXPECT_EQ(download<float>(D, ref.size()), ref) << "bias=" << with_bias;
+  }
 }
 
 // One run of alibi_attention_backward after the forward (with its log-sum-exp) over packed
@@ -536,6 +608,29 @@ TEST_F(Gpu, AttentionBackwardMatchesCpu) {
   EXPECT_THROW(cuda::alibi_attention_backward<float>(f, f, f, f, f, f, f, f, f, AlibiParams{}, m, 1,
                                                      8, 8, 1, nullptr, nullptr),
                Error);
+}
+
+// The cross-entropy gradient of one vocabulary chunk, in place: targets inside and outside the
+// chunk and ignored rows (-1), against the CPU twin. One expf per element each side: 2e-6.
+TEST_F(Gpu, CrossEntropyBackwardMatchesCpu) {
+  std::mt19937 rng(test_seed() + 15);
+  const int N = 6, Vc = 384, v0 = 384;
+  const auto logits = randn(rng, size_t(N) * Vc, 4);
+  const std::vector<int32_t> target = {384, 500, 767, 0, -1, 768};
+  std::vector<float> lse(N), scale(N);
+  for (int r = 0; r < N; ++r) {
+    double s = 0;
+    for (int v = 0; v < Vc; ++v) s += std::exp(double(logits[size_t(r) * Vc + v]));
+    lse[r] = float(std::log(s) + 0.5 * r);  // as if the rest of the vocabulary added mass
+    scale[r] = 0.25f + 0.1f * float(r);
+  }
+  std::vector<float> ref(logits.size());
+  cpu::cross_entropy_backward<float>(ref.data(), logits.data(), lse.data(), target.data(),
+                                     scale.data(), N, Vc, v0);
+  DeviceBuffer L = upload(logits), Ls = upload(lse), Tg = upload(target), Sc = upload(scale);
+  cuda::cross_entropy_backward(L.as<float>(), Ls.as<float>(), Tg.as<int32_t>(), Sc.as<float>(), N,
+                               Vc, v0, nullptr);
+  EXPECT_LE(rel_err(download<float>(L, ref.size()), ref), 2e-6);
 }
 
 // ---- The engine, end to end ----

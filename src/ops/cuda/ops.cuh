@@ -98,10 +98,37 @@ void alibi_attention_backward(float* dqkv, const float* dctx, const float* qkv, 
                               int hd, int cap, int max_rows, const uint8_t* head_mask,
                               cudaStream_t stream);
 
+// MPT's clip_qkv, backward: dqkv[i] = 0 unless -c <= qkv_raw[i] + bias[i % C] <= c (bias may
+// be null), over [N, C]: torch.clamp's gradient mask, from the raw GEMM output the forward kept.
+// Twin of cpu::clamp_backward with cpu::clamp_forward's mask.
+void clamp_backward(float* dqkv, const float* qkv_raw, const float* bias, int N, int C, float c,
+                    cudaStream_t stream);
+
 // Online log-sum-exp over vocabulary chunks (GPU twin of cpu::logsumexp_update): for each row of
 // logits[N, Vc] (columns v0..v0+Vc of the vocabulary) update the running max m and scaled sum s,
 // and copy the logit of target[row] into tgt when it falls in this chunk (target < 0: none).
 void logsumexp_update(const float* logits, int N, int Vc, int v0, const int32_t* target, float* m,
                       double* s, float* tgt, cudaStream_t stream);
+// lse[i] = float(double(m[i]) + log(s[i])) from logsumexp_update's final state, as the CPU's
+// training loss computes it (engine/cpu/train.cpp).
+void logsumexp_finish(float* lse, const float* m, const double* s, int N, cudaStream_t stream);
+// Cross-entropy backward over one vocabulary chunk [v0, v0 + Vc), in place over logits[N, Vc]:
+// scale[r] * (exp(logit - lse[r]) - [v0 + v == target[r]]), rows with target < 0 get 0. Twin of
+// cpu::cross_entropy_backward.
+void cross_entropy_backward(float* logits, const float* lse, const int32_t* target,
+                            const float* scale, int N, int Vc, int v0, cudaStream_t stream);
+
+// ---- Backward of the frozen operations (input gradients only) ----
+
+// dinp[N, C] += dLN/dinp . dout for LayerNorm(inp) * w (+ b): no weight or bias gradient (frozen).
+// Mean and rstd are recomputed from inp in double as layernorm_forward computes them. Twin of
+// cpu::layernorm_backward with null dw/db.
+void layernorm_backward(float* dinp, const float* dout, const float* inp, const float* w, int N,
+                        int C, float eps, cudaStream_t stream);
+
+// dinp[i] = dout[i] * gelu'(h[i] + bias[i % C]) over [N, C] (bias may be null; dinp may alias
+// dout). Twin of cpu::gelu_backward on the pre-activation h + bias.
+void gelu_backward(float* dinp, const float* dout, const float* h, const float* bias, int N, int C,
+                   Gelu kind, cudaStream_t stream);
 
 }  // namespace hs::cuda
