@@ -633,6 +633,104 @@ TEST_F(Gpu, CrossEntropyBackwardMatchesCpu) {
   EXPECT_LE(rel_err(download<float>(L, ref.size()), ref), 2e-6);
 }
 
+// AdamW over three steps with weight decay, bit for bit: the same fp32 operations on both
+// devices (no FMA contraction either side).
+TEST_F(Gpu, AdamWMatchesCpu) {
+  std::mt19937 rng(test_seed() + 16);
+  const int n = 1000;
+  auto p = randn(rng, n, 0.1f), m = randn(rng, n, 0.01f), v = randn(rng, n, 0.01f);
+  for (auto& x : v) x = x * x;
+  DeviceBuffer P = upload(p), M = upload(m), V = upload(v);
+  const AdamWConfig cfg{1e-3, 0.9, 0.999, 1e-8, 0.01};
+  for (int t = 1; t <= 3; ++t) {
+    const auto g = randn(rng, n, 0.05f);
+    const AdamWStep s = adamw_step_for(cfg, t, cfg.lr * (1.0 - 0.1 * t));
+    cpu::adamw_step(p.data(), g.data(), m.data(), v.data(), n, s);
+    DeviceBuffer Gd = upload(g);
+    cuda::adamw_step(P.as<float>(), Gd.as<float>(), M.as<float>(), V.as<float>(), n, s, nullptr);
+    EXPECT_TRUE(same_bits(download<float>(P, n), p)) << "parameters after step " << t;
+    EXPECT_TRUE(same_bits(download<float>(M, n), m)) << "first moments after step " << t;
+    EXPECT_TRUE(same_bits(download<float>(V, n), v)) << "second moments after step " << t;
+  }
+}
+
+// The sum of squares in double against the host's (another order: 1e-12 relative), the same
+// bits on a second run, and the clipping scale (one rounded product: exact).
+TEST_F(Gpu, SumSquaresMatchesCpu) {
+  std::mt19937 rng(test_seed() + 17);
+  for (int64_t n : {int64_t(0), int64_t(1), int64_t(1000), int64_t(3 << 20) + 7}) {
+    const auto x = randn(rng, size_t(n));
+    double want = 0;
+    for (float a : x) want += double(a) * a;
+    DeviceBuffer X = upload(x), S = poisoned(8);
+    cuda::sum_squares(S.as<double>(), X.as<float>(), n, nullptr);
+    const double got = download<double>(S, 1)[0];
+    EXPECT_NEAR(got, want, 1e-12 * want) << "n=" << n;
+    cuda::sum_squares(S.as<double>(), X.as<float>(), n, nullptr);
+    EXPECT_TRUE(same_bits(download<double>(S, 1), std::vector<double>{got})) << "n=" << n;
+    const float s = 0.37f;
+    std::vector<float> scaled = x;
+    for (auto& a : scaled) a *= s;
+    cuda::scale_inplace(X.as<float>(), n, s, nullptr);
+    EXPECT_EQ(download<float>(X, x.size()), scaled) << "n=" << n;
+  }
+}
+
+// Column sums of a window of a wider matrix, added to what out holds: against the host's double
+// sums (1e-6 of the sum of magnitudes), and the same bits on a second run.
+TEST_F(Gpu, ColumnSumsMatchesCpu) {
+  std::mt19937 rng(test_seed() + 18);
+  const int N = 1000, ld = 100, C = 70, off = 5;
+  const auto in = randn(rng, size_t(N) * ld), out0 = randn(rng, C);
+  DeviceBuffer I = upload(in), O = upload(out0), O2 = upload(out0);
+  cuda::column_sums(O.as<float>(), I.as<float>() + off, ld, N, C, nullptr);
+  cuda::column_sums(O2.as<float>(), I.as<float>() + off, ld, N, C, nullptr);
+  const auto got = download<float>(O, C);
+  for (int c = 0; c < C; ++c) {
+    double s = out0[c], mag = std::abs(out0[c]);
+    for (int r = 0; r < N; ++r) {
+      s += in[size_t(r) * ld + off + c];
+      mag += std::abs(in[size_t(r) * ld + off + c]);
+    }
+    EXPECT_NEAR(got[c], s, 1e-6 * mag) << "column " << c;
+  }
+  EXPECT_TRUE(same_bits(download<float>(O2, C), got));
+}
+
+// fp32 into W: the whole conversion, a block of rows inside a larger buffer, and a window of
+// columns, each the host's round-to-nearest bit for bit, nothing outside the window touched.
+template <class W>
+void expect_convert_matches_cpu(std::mt19937& rng, const char* wname) {
+  auto x = randn(rng, 1000, 3);
+  x[0] = 1e-30f, x[1] = -7e4f, x[2] = 0.0f;
+  const auto xw = to_w<W>(x);
+  DeviceBuffer X = upload(x), O = poisoned(x.size() * sizeof(W));
+  cuda::to_weight_type<W>(O.as<W>(), X.as<float>(), int64_t(x.size()), nullptr);
+  EXPECT_TRUE(same_bits(download<W>(O, x.size()), xw)) << wname << " to_weight_type";
+
+  const auto before = to_w<W>(randn(rng, 1040));
+  std::vector<W> want = before;
+  std::copy(xw.begin(), xw.end(), want.begin() + 17);
+  DeviceBuffer Rw = upload(before);
+  cuda::copy_rows<W>(Rw.as<W>() + 17, X.as<float>(), int64_t(x.size()), nullptr);
+  EXPECT_TRUE(same_bits(download<W>(Rw, want.size()), want)) << wname << " copy_rows";
+
+  const int R = 20, C = 9, ld = 40, c0 = 6;
+  want = before;
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) want[size_t(r) * ld + c0 + c] = to_w<W>(x[size_t(r) * C + c]);
+  DeviceBuffer Cw = upload(before);
+  cuda::copy_cols<W>(Cw.as<W>() + c0, ld, X.as<float>(), R, C, nullptr);
+  EXPECT_TRUE(same_bits(download<W>(Cw, want.size()), want)) << wname << " copy_cols";
+}
+
+TEST_F(Gpu, ConvertMatchesCpu) {
+  std::mt19937 rng(test_seed() + 19);
+  expect_convert_matches_cpu<float>(rng, "f32");
+  expect_convert_matches_cpu<__nv_bfloat16>(rng, "bf16");
+  expect_convert_matches_cpu<__half>(rng, "f16");
+}
+
 // ---- The engine, end to end ----
 
 std::unique_ptr<Engine> gpu_engine(Model& m, const std::string& dtype) {

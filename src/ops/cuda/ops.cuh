@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "ops/adamw.h"
 #include "ops/alibi.h"
 #include "ops/gelu.h"
 
@@ -130,5 +131,31 @@ void layernorm_backward(float* dinp, const float* dout, const float* inp, const 
 // dout). Twin of cpu::gelu_backward on the pre-activation h + bias.
 void gelu_backward(float* dinp, const float* dout, const float* h, const float* bias, int N, int C,
                    Gelu kind, cudaStream_t stream);
+
+// ---- Surgical training: slices, optimizer ----
+
+// out[i] = W(in[i]) (round to nearest) for n elements: fp32 gradients into the GEMM input type.
+template <class W>
+void to_weight_type(W* out, const float* in, int64_t n, cudaStream_t stream);
+// A trained slice back into the working weights: a contiguous block of n elements (rows), and
+// src[R, C] into columns of dst[R, ld_dst] (dst points at the first column), converted to W.
+template <class W>
+void copy_rows(W* dst, const float* src, int64_t n, cudaStream_t stream);
+template <class W>
+void copy_cols(W* dst, int ld_dst, const float* src, int R, int C, cudaStream_t stream);
+
+// out[c] += sum over rows r < N of in[r * ld + c], c < C (a bias slice's gradient), in a fixed
+// order: deterministic.
+void column_sums(float* out, const float* in, int ld, int N, int C, cudaStream_t stream);
+
+// One AdamW step over n fp32 parameters (ops/adamw.h's adamw_update): bit-identical to
+// cpu::adamw_step (its file is compiled without FMA contraction).
+void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamWStep& s,
+                cudaStream_t stream);
+// *out = sum of x[i]^2 in double over n elements, in a fixed order (deterministic; the global
+// gradient norm). Its per-block partial sums live in a stream-ordered allocation.
+void sum_squares(double* out, const float* x, int64_t n, cudaStream_t stream);
+// x[i] *= s over n elements (gradient clipping).
+void scale_inplace(float* x, int64_t n, float s, cudaStream_t stream);
 
 }  // namespace hs::cuda
