@@ -49,7 +49,10 @@ passed() {
   ok=$(count OK "$1") bad=$(count FAILED "$1")
   if [ "$bad" = 0 ] && [ "$ok" -gt 0 ]; then echo -e "PASS\t$ok ok"; else echo -e "FAIL\t$ok ok, $bad failed"; fi
 }
-for t in LayerNorm Gelu Attention LogSumExp Gemm; do
+# Forward kernels, then the training kernels (backward, slices, optimizer) of surgical repair.
+for t in LayerNorm Gelu Attention LogSumExp Gemm \
+  GemmTransposed LayerNormBackward GeluBackward ClampBackward AttentionBackward \
+  CrossEntropyBackward AdamW SumSquares ColumnSums Convert; do
   printf '  %s\t%s\n' "kernel $t vs its CPU twin" "$(passed "Gpu\.${t}MatchesCpu ")" >>"$CHECKS"
 done
 for m in "${GOLDEN[@]}"; do

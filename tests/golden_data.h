@@ -64,10 +64,14 @@ inline Bf16Tolerance bf16_tolerance(const std::string& dir) {
 }
 
 // max |a - b| / max |b|: relative to the tensor's scale, so near-zero entries do not blow it up.
+// A NaN difference makes it NaN, which fails every EXPECT_LE (std::max would skip it, and an
+// output left NaN-poisoned would pass).
 inline double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
   double num = 0, den = 0;
   for (size_t i = 0; i < a.size(); ++i) {
-    num = std::max(num, std::abs(double(a[i]) - b[i]));
+    const double diff = std::abs(double(a[i]) - b[i]);
+    if (std::isnan(diff)) return NAN;
+    num = std::max(num, diff);
     den = std::max(den, std::abs(double(b[i])));
   }
   return den > 0 ? num / den : num;

@@ -2,12 +2,15 @@
 // with NaN first, so an element the kernel forgets fails), and the whole engine against the
 // golden data and the CPU engine. Skipped, saying why, where no usable GPU is present (CI).
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -198,21 +201,22 @@ TEST_F(Gpu, AttentionMatchesCpu) {
                    RS = upload(row_seq), Q0 = upload(q_row0), NR = upload(n_rows),
                    P0 = upload(past), Off = upload(probs_off), K = upload(kc), Vb = upload(vc),
                    Ctx = poisoned(size_t(N) * d * 4), Stats = poisoned(size_t(3) * H * N * 4),
-                   Probs(size_t(probs_total) * 4);
+                   Lse = poisoned(size_t(H) * N * 4), Probs(size_t(probs_total) * 4);
       cuda::check(cudaMemset(Probs.as<void>(), 0, Probs.bytes()), "memset");
       const cuda::RowMap m{
           RS.as<int32_t>(), Q0.as<int32_t>(), NR.as<int32_t>(), P0.as<int32_t>(), N, B};
       cuda::qkv_split(QKV.as<float>(), K.as<float>(), Vb.as<float>(),
                       cv.bias ? Bias.as<float>() : nullptr, cv.clip, m, H, hd, cap, nullptr);
-      cuda::alibi_attention_forward<float>(Ctx.as<float>(), Stats.as<float>(), Probs.as<float>(),
-                                           Off.as<int64_t>(), QKV.as<float>(), K.as<float>(),
-                                           Vb.as<float>(), Sl.as<float>(), cv.alibi, m, H, hd, cap,
-                                           *std::max_element(cs.T.begin(), cs.T.end()), nullptr);
+      cuda::alibi_attention_forward<float>(
+          Ctx.as<float>(), Stats.as<float>(), Probs.as<float>(), Off.as<int64_t>(), QKV.as<float>(),
+          K.as<float>(), Vb.as<float>(), Sl.as<float>(), cv.alibi, m, H, hd, cap,
+          *std::max_element(cs.T.begin(), cs.T.end()), nullptr, Lse.as<float>());
       const auto got_qkv = download<float>(QKV, qkv.size());
       const auto got_k = download<float>(K, kc.size()), got_v = download<float>(Vb, vc.size());
       const auto ctx = download<float>(Ctx, size_t(N) * d);
       const auto stats = download<float>(Stats, size_t(3) * H * N);
       const auto probs = download<float>(Probs, size_t(probs_total));
+      const auto lse = download<float>(Lse, size_t(H) * N);
       // The CPU block's order: bias, then the clamp, on all of q, k and v.
       std::vector<float> x = qkv;
       for (int g = 0; g < N; ++g)
@@ -262,6 +266,28 @@ TEST_F(Gpu, AttentionMatchesCpu) {
         const std::vector<float> got_probs(probs.begin() + probs_off[b],
                                            probs.begin() + probs_off[b] + int64_t(H) * T * W);
         EXPECT_LE(rel_err(got_probs, ref_probs), 1e-5) << where;
+        // Log-sum-exp of each row's scores, in double: float scores of |s| up to ~20 are good
+        // to ~1e-6, so 1e-5 of max(1, |lse|).
+        const double scale = alibi_scale<double>(cv.alibi, hd);
+        for (int h = 0; h < H; ++h)
+          for (int t = 0; t < T; ++t) {
+            const int pos = P + t;
+            const float* q = x.data() + size_t(q_row0[b] + t) * 3 * d + qkv_row(h, 0, hd);
+            std::vector<double> sc(size_t(pos) + 1);
+            for (int j = 0; j <= pos; ++j) {
+              const float* k = kc.data() + ((size_t(b) * H + h) * cap + j) * hd;
+              double dot = 0;
+              for (int e = 0; e < hd; ++e) dot += double(q[e]) * k[e];
+              sc[j] = alibi_score<double>(dot, scale, slopes[h], j, cv.alibi);
+            }
+            const double mx = *std::max_element(sc.begin(), sc.end());
+            double sum = 0;
+            for (double v : sc) sum += std::exp(v - mx);
+            const double want = mx + std::log(sum);
+            EXPECT_NEAR(lse[size_t(h) * N + q_row0[b] + t], want,
+                        1e-5 * std::max(1.0, std::abs(want)))
+                << where << " lse, head " << h << " row " << t;
+          }
         for (int h = 0; h < H; ++h) {
           double g[3] = {0, 0, 0};
           for (int k = 0; k < 3; ++k)
@@ -295,13 +321,18 @@ TEST_F(Gpu, LogSumExpMatchesCpu) {
                            Tl.as<float>(), nullptr);
     cuda::check(cudaDeviceSynchronize(), "sync");
   }
-  const auto gm = download<float>(M, N), gt = download<float>(Tl, N);
+  DeviceBuffer Lse = poisoned(size_t(N) * 4);
+  cuda::logsumexp_finish(Lse.as<float>(), M.as<float>(), S.as<double>(), N, nullptr);
+  const auto gm = download<float>(M, N), gt = download<float>(Tl, N), gl = download<float>(Lse, N);
   const auto gs = download<double>(S, N);
   for (int r = 0; r < N; ++r) {
     EXPECT_NEAR(gm[r] + std::log(gs[r]), m[r] + std::log(s[r]), 1e-5) << "row " << r;
     if (target[r] >= 0) {
       EXPECT_EQ(gt[r], logits[size_t(r) * V + target[r]]) << "row " << r;
     }
+    // As engine/cpu/train.cpp finishes it, from the same state: the device's double log may
+    // differ from the host's in the last double bit, which float rounding almost always hides.
+    EXPECT_FLOAT_EQ(gl[r], float(double(gm[r]) + std::log(gs[r]))) << "row " << r;
   }
 }
 
@@ -320,6 +351,384 @@ TEST_F(Gpu, GemmMatchesCpu) {
     EXPECT_LE(rel_err(download<float>(O, ref.size()), ref), 1e-5) << "alpha " << alpha;
   }
   cublasDestroy(h);
+}
+
+// ---- Training kernels (surgical repair) ----
+
+// The host's rounding of a float to W, as the kernels' from_f32 rounds it (to nearest).
+template <class W>
+W to_w(float x) {
+  if constexpr (std::is_same_v<W, float>) return x;
+  if constexpr (std::is_same_v<W, __nv_bfloat16>) return __float2bfloat16_rn(x);
+  if constexpr (std::is_same_v<W, __half>) return __float2half_rn(x);
+}
+template <class W>
+float from_w(W x) {
+  if constexpr (std::is_same_v<W, float>) return x;
+  if constexpr (std::is_same_v<W, __nv_bfloat16>) return __bfloat162float(x);
+  if constexpr (std::is_same_v<W, __half>) return __half2float(x);
+}
+template <class W>
+std::vector<W> to_w(const std::vector<float>& v) {
+  std::vector<W> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = to_w<W>(v[i]);
+  return out;
+}
+template <class W>
+bool same_bits(const std::vector<W>& a, const std::vector<W>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(W)) == 0;
+}
+
+// gemm in all four transpositions, each operand a window (column offset 2) of a wider matrix,
+// with alpha and beta (beta 0: C poisoned, never read), against cpu::gemm on the same W-rounded
+// inputs. Both sides accumulate in fp32 and products of bf16 or fp16 values are exact in fp32,
+// so every W is held to fp32 rounding of the sums: 1e-5 of the output's scale (TF32 would cost
+// 1e-3).
+template <class W>
+void expect_gemm_matches_cpu(cublasHandle_t h, std::mt19937& rng, const char* wname) {
+  const int M = 37, N = 29, K = 53, pad = 5, off = 2;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (float beta : {0.0f, 0.5f}) {
+        const int a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K,
+                  b_cols = tb ? K : N;
+        const int lda = a_cols + pad, ldb = b_cols + pad, ldc = N + pad;
+        std::vector<float> a = randn(rng, size_t(a_rows) * lda),
+                           b = randn(rng, size_t(b_rows) * ldb), c = randn(rng, size_t(M) * ldc);
+        for (auto& x : a) x = from_w(to_w<W>(x));
+        for (auto& x : b) x = from_w(to_w<W>(x));
+        std::vector<float> ref = c;
+        cpu::gemm<float>(ta, tb, M, N, K, 0.7f, a.data() + off, lda, b.data() + off, ldb, beta,
+                         ref.data(), ldc);
+        DeviceBuffer A = upload(to_w<W>(a)), B = upload(to_w<W>(b)),
+                     C = beta == 0 ? poisoned(c.size() * 4) : upload(c);
+        cuda::gemm<W>(h, ta, tb, M, N, K, 0.7f, A.as<W>() + off, lda, B.as<W>() + off, ldb, beta,
+                      C.as<float>(), ldc);
+        auto got = download<float>(C, c.size());
+        // The padding columns of C are not part of the product: compared as they were.
+        for (int i = 0; i < M; ++i)
+          for (int j = N; j < ldc; ++j) got[size_t(i) * ldc + j] = ref[size_t(i) * ldc + j];
+        EXPECT_LE(rel_err(got, ref), 1e-5)
+            << wname << " transA=" << ta << " transB=" << tb << " beta=" << beta;
+      }
+}
+
+TEST_F(Gpu, GemmTransposedMatchesCpu) {
+  std::mt19937 rng(test_seed() + 10);
+  cublasHandle_t h;
+  cuda::check_blas(cublasCreate(&h), "cublasCreate");
+  expect_gemm_matches_cpu<float>(h, rng, "f32");
+  expect_gemm_matches_cpu<__nv_bfloat16>(h, rng, "bf16");
+  expect_gemm_matches_cpu<__half>(h, rng, "f16");
+  cublasDestroy(h);
+}
+
+// LayerNorm's input gradient, added to what dinp holds, against the CPU twin with the CPU
+// forward's mean and rstd. Both sum in double; the float mean and rstd may differ in the last
+// bit (another summation order), so 1e-5 of the gradient's scale.
+TEST_F(Gpu, LayerNormBackwardMatchesCpu) {
+  std::mt19937 rng(test_seed() + 11);
+  for (int d : {64, 300, 2048}) {
+    const int N = 7;
+    const auto x = randn(rng, size_t(N) * d, 2, 1), w = randn(rng, d, 0.2f, 1),
+               dout = randn(rng, size_t(N) * d), dinp = randn(rng, size_t(N) * d);
+    std::vector<float> out(x.size()), mean(N), rstd(N), ref = dinp;
+    cpu::layernorm_forward<float>(out.data(), mean.data(), rstd.data(), x.data(), w.data(), nullptr,
+                                  N, d, 1e-5f);
+    cpu::layernorm_backward<float>(ref.data(), nullptr, nullptr, dout.data(), x.data(), w.data(),
+                                   mean.data(), rstd.data(), N, d);
+    DeviceBuffer X = upload(x), Wd = upload(w), G = upload(dout), DI = upload(dinp);
+    cuda::layernorm_backward(DI.as<float>(), G.as<float>(), X.as<float>(), Wd.as<float>(), N, d,
+                             1e-5f, nullptr);
+    EXPECT_LE(rel_err(download<float>(DI, ref.size()), ref), 1e-5) << "d=" << d;
+  }
+}
+
+// GELU's gradient in both forms, with the bias fused and without, into a fresh buffer and in
+// place. The device's tanhf/erff/expf differ from the host's by an ulp or two, which the
+// derivative's x * (1 - tanh^2) can amplify a few times: 1e-5 of the gradient's scale.
+TEST_F(Gpu, GeluBackwardMatchesCpu) {
+  std::mt19937 rng(test_seed() + 12);
+  const int N = 5, C = 1000;
+  const auto h = randn(rng, size_t(N) * C, 2), bias = randn(rng, C), dout = randn(rng, h.size());
+  for (Gelu kind : {Gelu::tanh, Gelu::erf})
+    for (bool with_bias : {true, false}) {
+      std::vector<float> pre(h.size()), ref(h.size());
+      for (size_t i = 0; i < h.size(); ++i) pre[i] = with_bias ? h[i] + bias[i % C] : h[i];
+      cpu::gelu_backward<float>(ref.data(), dout.data(), pre.data(), int64_t(ref.size()), kind);
+      DeviceBuffer H = upload(h), B = upload(bias), G = upload(dout), O = poisoned(h.size() * 4);
+      const float* b = with_bias ? B.as<float>() : nullptr;
+      cuda::gelu_backward(O.as<float>(), G.as<float>(), H.as<float>(), b, N, C, kind, nullptr);
+      cuda::gelu_backward(G.as<float>(), G.as<float>(), H.as<float>(), b, N, C, kind, nullptr);
+      const std::string where =
+          std::string(kind == Gelu::erf ? "erf" : "tanh") + " bias=" + std::to_string(with_bias);
+      EXPECT_LE(rel_err(download<float>(O, ref.size()), ref), 1e-5) << where;
+      EXPECT_EQ(download<float>(G, ref.size()), download<float>(O, ref.size()))
+          << where << ": in place";
+    }
+}
+
+// MPT's clamp gradient from the raw GEMM output (+ bias): exactly the CPU mask's zeros, values
+// at the bounds passing (torch.clamp's gradient).
+TEST_F(Gpu, ClampBackwardMatchesCpu) {
+  std::mt19937 rng(test_seed() + 13);
+  const int N = 6, C = 96;
+  const float c = 1.0f;
+  auto raw = randn(rng, size_t(N) * C, 1.2f);
+  const auto bias = randn(rng, C, 0.3f), dq = randn(rng, raw.size());
+  for (bool with_bias : {true, false}) {
+    if (!with_bias) raw[3] = c, raw[7] = -c, raw[11] = std::nextafter(c, 2.0f);
+    std::vector<float> pre(raw.size()), ref = dq;
+    for (size_t i = 0; i < raw.size(); ++i) pre[i] = with_bias ? raw[i] + bias[i % C] : raw[i];
+    std::vector<uint8_t> mask(raw.size());
+    cpu::clamp_forward<float>(pre.data(), mask.data(), int64_t(pre.size()), c);
+    cpu::clamp_backward<float>(ref.data(), mask.data(), int64_t(ref.size()));
+    DeviceBuffer R = upload(raw), B = upload(bias), D = upload(dq);
+    cuda::clamp_backward(D.as<float>(), R.as<float>(), with_bias ? B.as<float>() : nullptr, N, C, c,
+                         nullptr);
+    EXPECT_EQ(download<float>(D, ref.size()), ref) << "bias=" << with_bias;
+  }
+}
+
+// One run of alibi_attention_backward after the forward (with its log-sum-exp) over packed
+// sequences, against the CPU twin per sequence and part (q, k, v) at `tol` of the part's scale;
+// the masked heads' columns stay exactly 0, and a second call adds exactly as much again
+// (accumulation into dqkv, determinism).
+template <class W>
+void expect_attention_backward(std::mt19937& rng, const std::string& where, const AlibiParams& al,
+                               int H, int hd, const std::vector<int>& T,
+                               const std::vector<uint8_t>& mask, double tol) {
+  const int d = H * hd, B = int(T.size()), max_rows = *std::max_element(T.begin(), T.end());
+  int N = 0;
+  for (int t : T) N += t;
+  const int cap = max_rows;
+  const auto qkv = randn(rng, size_t(N) * 3 * d), dctx = randn(rng, size_t(N) * d);
+  std::vector<float> slopes(H);
+  for (int h = 0; h < H; ++h) slopes[h] = std::pow(2.0f, -8.0f * float(h + 1) / float(H + 1));
+  std::vector<int32_t> row_seq, q_row0, n_rows(T.begin(), T.end()), past(B, 0);
+  for (int b = 0; b < B; ++b) {
+    q_row0.push_back(int32_t(row_seq.size()));
+    row_seq.insert(row_seq.end(), T[b], b);
+  }
+  // The caches hold each sequence's keys and values; positions past its length stay NaN.
+  std::vector<float> kc(size_t(B) * H * cap * hd, NAN), vc = kc;
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T[b]; ++t)
+      for (int h = 0; h < H; ++h)
+        for (int e = 0; e < hd; ++e) {
+          const size_t at = ((size_t(b) * H + h) * cap + t) * hd + e;
+          const size_t row = size_t(q_row0[b] + t) * 3 * d;
+          kc[at] = qkv[row + qkv_row(h, 1, hd) + e];
+          vc[at] = qkv[row + qkv_row(h, 2, hd) + e];
+        }
+  DeviceBuffer QKV = upload(qkv), G = upload(dctx), K = upload(kc), V = upload(vc),
+               Sl = upload(slopes), RS = upload(row_seq), Q0 = upload(q_row0), NR = upload(n_rows),
+               P0 = upload(past), Mk = upload(mask), Ctx = poisoned(size_t(N) * d * sizeof(W)),
+               Lse = poisoned(size_t(H) * N * 4), Dsc = poisoned(size_t(H) * N * 4),
+               DQ(size_t(N) * 3 * d * 4);
+  cuda::check(cudaMemset(DQ.as<void>(), 0, DQ.bytes()), "memset");
+  const cuda::RowMap m{
+      RS.as<int32_t>(), Q0.as<int32_t>(), NR.as<int32_t>(), P0.as<int32_t>(), N, B};
+  const uint8_t* mk = mask.empty() ? nullptr : Mk.as<uint8_t>();
+  cuda::alibi_attention_forward<W>(Ctx.as<W>(), nullptr, nullptr, nullptr, QKV.as<float>(),
+                                   K.as<float>(), V.as<float>(), Sl.as<float>(), al, m, H, hd, cap,
+                                   max_rows, nullptr, Lse.as<float>());
+  auto backward = [&] {
+    cuda::alibi_attention_backward<W>(DQ.as<float>(), G.as<float>(), QKV.as<float>(), K.as<float>(),
+                                      V.as<float>(), Ctx.as<W>(), Lse.as<float>(), Dsc.as<float>(),
+                                      Sl.as<float>(), al, m, H, hd, cap, max_rows, mk, nullptr);
+  };
+  backward();
+  const auto got = download<float>(DQ, size_t(N) * 3 * d);
+  // Part p (0 q, 1 k, 2 v) of every head of rows [r0, r0 + n) of a [*, 3d] buffer.
+  auto part = [&](const float* x, int r0, int n, int p) {
+    std::vector<float> out;
+    for (int r = r0; r < r0 + n; ++r)
+      for (int h = 0; h < H; ++h) {
+        const float* at = x + size_t(r) * 3 * d + qkv_row(h, p, hd);
+        out.insert(out.end(), at, at + hd);
+      }
+    return out;
+  };
+  for (int b = 0; b < B; ++b) {
+    std::vector<float> ref(size_t(T[b]) * 3 * d, 0.0f);
+    cpu::alibi_attention_backward<float>(ref.data(), dctx.data() + size_t(q_row0[b]) * d,
+                                         qkv.data() + size_t(q_row0[b]) * 3 * d, slopes.data(), al,
+                                         mask.empty() ? nullptr : mask.data(), T[b], H, hd);
+    for (int p = 0; p < 3; ++p)
+      EXPECT_LE(rel_err(part(got.data(), q_row0[b], T[b], p), part(ref.data(), 0, T[b], p)), tol)
+          << where << " H=" << H << " hd=" << hd << " sequence " << b << " (T=" << T[b] << ") part "
+          << "qkv"[p];
+  }
+  int64_t masked_nonzero = 0, not_doubled = 0;
+  for (int g = 0; g < N; ++g)
+    for (int h = 0; h < H; ++h)
+      if (!mask.empty() && !mask[h])
+        for (int c = 0; c < 3 * hd; ++c)
+          masked_nonzero += got[size_t(g) * 3 * d + qkv_row(h, 0, hd) + c] != 0;
+  backward();
+  const auto twice = download<float>(DQ, got.size());
+  for (size_t i = 0; i < got.size(); ++i) not_doubled += twice[i] != 2 * got[i];
+  EXPECT_EQ(masked_nonzero, 0) << where << ": gradient in a masked head";
+  EXPECT_EQ(not_doubled, 0) << where << ": a second call does not add the same again";
+}
+
+// Every family's convention; head dims 8, 64, 128 (and 200, the widest tiles) with sequence
+// lengths that are not multiples of the tiles (1, 33, 65, 70, 97, 100, 130) packed together; a
+// head mask. fp32 on both sides: the GPU's D = dctx · ctx and its summation orders against the
+// CPU's, over up to 130 terms: 2e-5 of the part's scale. bf16 and fp16 ctx round D's inputs to 8
+// and 11 bits, which moves dq and dk by up to 5e-3 and 5e-4 of their scale: 1.5e-2 and 2e-3.
+TEST_F(Gpu, AttentionBackwardMatchesCpu) {
+  std::mt19937 rng(test_seed() + 14);
+  struct Case {
+    int H, hd;
+    std::vector<int> T;
+    std::vector<uint8_t> mask;
+  };
+  const std::pair<const char*, AlibiParams> conventions[] = {
+      {"bloom", AlibiParams{}},
+      {"mpt softmax_scale", AlibiParams{0.3, false, false, false}},
+      {"falcon", AlibiParams{0, true, true, false}},
+      {"falcon as HF eager", AlibiParams{0, true, true, true}}};
+  for (const auto& [name, al] : conventions)
+    for (const Case& cs : std::vector<Case>{{2, 8, {1, 5, 70}, {}},
+                                            {3, 64, {100, 33, 130}, {1, 0, 1}},
+                                            {2, 128, {65, 3, 97}, {}},
+                                            {1, 200, {70}, {}}})
+      expect_attention_backward<float>(rng, name, al, cs.H, cs.hd, cs.T, cs.mask, 2e-5);
+  expect_attention_backward<__nv_bfloat16>(rng, "bloom, bf16 ctx", AlibiParams{}, 3, 64, {100, 33},
+                                           {}, 1.5e-2);
+  expect_attention_backward<__half>(rng, "bloom, f16 ctx", AlibiParams{}, 2, 128, {70}, {}, 2e-3);
+
+  // A sequence with cached keys is refused before anything runs.
+  std::vector<int32_t> zero = {0, 0}, one = {1, 1}, past = {0, 4};
+  DeviceBuffer Z = upload(zero), O = upload(one), P = upload(past), X = poisoned(64);
+  const cuda::RowMap m{Z.as<int32_t>(), Z.as<int32_t>(), O.as<int32_t>(), P.as<int32_t>(), 2, 2};
+  float* f = X.as<float>();
+  EXPECT_THROW(cuda::alibi_attention_backward<float>(f, f, f, f, f, f, f, f, f, AlibiParams{}, m, 1,
+                                                     8, 8, 1, nullptr, nullptr),
+               Error);
+}
+
+// The cross-entropy gradient of one vocabulary chunk, in place: targets inside and outside the
+// chunk and ignored rows (-1), against the CPU twin. One expf per element each side: 2e-6.
+TEST_F(Gpu, CrossEntropyBackwardMatchesCpu) {
+  std::mt19937 rng(test_seed() + 15);
+  const int N = 6, Vc = 384, v0 = 384;
+  const auto logits = randn(rng, size_t(N) * Vc, 4);
+  const std::vector<int32_t> target = {384, 500, 767, 0, -1, 768};
+  std::vector<float> lse(N), scale(N);
+  for (int r = 0; r < N; ++r) {
+    double s = 0;
+    for (int v = 0; v < Vc; ++v) s += std::exp(double(logits[size_t(r) * Vc + v]));
+    lse[r] = float(std::log(s) + 0.5 * r);  // as if the rest of the vocabulary added mass
+    scale[r] = 0.25f + 0.1f * float(r);
+  }
+  std::vector<float> ref(logits.size());
+  cpu::cross_entropy_backward<float>(ref.data(), logits.data(), lse.data(), target.data(),
+                                     scale.data(), N, Vc, v0);
+  DeviceBuffer L = upload(logits), Ls = upload(lse), Tg = upload(target), Sc = upload(scale);
+  cuda::cross_entropy_backward(L.as<float>(), Ls.as<float>(), Tg.as<int32_t>(), Sc.as<float>(), N,
+                               Vc, v0, nullptr);
+  EXPECT_LE(rel_err(download<float>(L, ref.size()), ref), 2e-6);
+}
+
+// AdamW over three steps with weight decay, bit for bit: the same fp32 operations on both
+// devices (no FMA contraction either side).
+TEST_F(Gpu, AdamWMatchesCpu) {
+  std::mt19937 rng(test_seed() + 16);
+  const int n = 1000;
+  auto p = randn(rng, n, 0.1f), m = randn(rng, n, 0.01f), v = randn(rng, n, 0.01f);
+  for (auto& x : v) x = x * x;
+  DeviceBuffer P = upload(p), M = upload(m), V = upload(v);
+  const AdamWConfig cfg{1e-3, 0.9, 0.999, 1e-8, 0.01};
+  for (int t = 1; t <= 3; ++t) {
+    const auto g = randn(rng, n, 0.05f);
+    const AdamWStep s = adamw_step_for(cfg, t, cfg.lr * (1.0 - 0.1 * t));
+    cpu::adamw_step(p.data(), g.data(), m.data(), v.data(), n, s);
+    DeviceBuffer Gd = upload(g);
+    cuda::adamw_step(P.as<float>(), Gd.as<float>(), M.as<float>(), V.as<float>(), n, s, nullptr);
+    EXPECT_TRUE(same_bits(download<float>(P, n), p)) << "parameters after step " << t;
+    EXPECT_TRUE(same_bits(download<float>(M, n), m)) << "first moments after step " << t;
+    EXPECT_TRUE(same_bits(download<float>(V, n), v)) << "second moments after step " << t;
+  }
+}
+
+// The sum of squares in double against the host's (another order: 1e-12 relative), the same
+// bits on a second run, and the clipping scale (one rounded product: exact).
+TEST_F(Gpu, SumSquaresMatchesCpu) {
+  std::mt19937 rng(test_seed() + 17);
+  for (int64_t n : {int64_t(0), int64_t(1), int64_t(1000), int64_t(3 << 20) + 7}) {
+    const auto x = randn(rng, size_t(n));
+    double want = 0;
+    for (float a : x) want += double(a) * a;
+    DeviceBuffer X = upload(x), S = poisoned(8);
+    cuda::sum_squares(S.as<double>(), X.as<float>(), n, nullptr);
+    const double got = download<double>(S, 1)[0];
+    EXPECT_NEAR(got, want, 1e-12 * want) << "n=" << n;
+    cuda::sum_squares(S.as<double>(), X.as<float>(), n, nullptr);
+    EXPECT_TRUE(same_bits(download<double>(S, 1), std::vector<double>{got})) << "n=" << n;
+    const float s = 0.37f;
+    std::vector<float> scaled = x;
+    for (auto& a : scaled) a *= s;
+    cuda::scale_inplace(X.as<float>(), n, s, nullptr);
+    EXPECT_EQ(download<float>(X, x.size()), scaled) << "n=" << n;
+  }
+}
+
+// Column sums of a window of a wider matrix, added to what out holds: against the host's double
+// sums (1e-6 of the sum of magnitudes), and the same bits on a second run.
+TEST_F(Gpu, ColumnSumsMatchesCpu) {
+  std::mt19937 rng(test_seed() + 18);
+  const int N = 1000, ld = 100, C = 70, off = 5;
+  const auto in = randn(rng, size_t(N) * ld), out0 = randn(rng, C);
+  DeviceBuffer I = upload(in), O = upload(out0), O2 = upload(out0);
+  cuda::column_sums(O.as<float>(), I.as<float>() + off, ld, N, C, nullptr);
+  cuda::column_sums(O2.as<float>(), I.as<float>() + off, ld, N, C, nullptr);
+  const auto got = download<float>(O, C);
+  for (int c = 0; c < C; ++c) {
+    double s = out0[c], mag = std::abs(out0[c]);
+    for (int r = 0; r < N; ++r) {
+      s += in[size_t(r) * ld + off + c];
+      mag += std::abs(in[size_t(r) * ld + off + c]);
+    }
+    EXPECT_NEAR(got[c], s, 1e-6 * mag) << "column " << c;
+  }
+  EXPECT_TRUE(same_bits(download<float>(O2, C), got));
+}
+
+// fp32 into W: the whole conversion, a block of rows inside a larger buffer, and a window of
+// columns, each the host's round-to-nearest bit for bit, nothing outside the window touched.
+template <class W>
+void expect_convert_matches_cpu(std::mt19937& rng, const char* wname) {
+  auto x = randn(rng, 1000, 3);
+  x[0] = 1e-30f, x[1] = -7e4f, x[2] = 0.0f;
+  const auto xw = to_w<W>(x);
+  DeviceBuffer X = upload(x), O = poisoned(x.size() * sizeof(W));
+  cuda::to_weight_type<W>(O.as<W>(), X.as<float>(), int64_t(x.size()), nullptr);
+  EXPECT_TRUE(same_bits(download<W>(O, x.size()), xw)) << wname << " to_weight_type";
+
+  const auto before = to_w<W>(randn(rng, 1040));
+  std::vector<W> want = before;
+  std::copy(xw.begin(), xw.end(), want.begin() + 17);
+  DeviceBuffer Rw = upload(before);
+  cuda::copy_rows<W>(Rw.as<W>() + 17, X.as<float>(), int64_t(x.size()), nullptr);
+  EXPECT_TRUE(same_bits(download<W>(Rw, want.size()), want)) << wname << " copy_rows";
+
+  const int R = 20, C = 9, ld = 40, c0 = 6;
+  want = before;
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) want[size_t(r) * ld + c0 + c] = to_w<W>(x[size_t(r) * C + c]);
+  DeviceBuffer Cw = upload(before);
+  cuda::copy_cols<W>(Cw.as<W>() + c0, ld, X.as<float>(), R, C, nullptr);
+  EXPECT_TRUE(same_bits(download<W>(Cw, want.size()), want)) << wname << " copy_cols";
+}
+
+TEST_F(Gpu, ConvertMatchesCpu) {
+  std::mt19937 rng(test_seed() + 19);
+  expect_convert_matches_cpu<float>(rng, "f32");
+  expect_convert_matches_cpu<__nv_bfloat16>(rng, "bf16");
+  expect_convert_matches_cpu<__half>(rng, "f16");
 }
 
 // ---- The engine, end to end ----

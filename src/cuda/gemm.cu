@@ -31,18 +31,26 @@ void check_blas(cublasStatus_t status, const char* what) {
 }
 
 template <class W>
-void gemm_rows(cublasHandle_t h, float* out, int ldo, const W* inp, const W* Wt, int N, int IC,
-               int OC, float alpha) {
-  if (N == 0 || OC == 0) return;
-  // Column-major view: out^T [OC, N] = Wt [IC, OC]^T . inp^T [IC, N].
-  const float zero = 0.0f;
-  check_blas(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, &alpha, Wt, data_type<W>(), IC,
-                          inp, data_type<W>(), IC, &zero, out, CUDA_R_32F, ldo, CUBLAS_COMPUTE_32F,
-                          CUBLAS_GEMM_DEFAULT),
+void gemm(cublasHandle_t h, bool transA, bool transB, int M, int N, int K, float alpha, const W* A,
+          int lda, const W* B, int ldb, float beta, float* C, int ldc) {
+  if (M == 0 || N == 0) return;
+  // cuBLAS is column-major, where a row-major matrix reads as its transpose: C^T [N, M] =
+  // op(B)^T op(A)^T, so B comes first and each operand keeps its own transposition flag.
+  check_blas(cublasGemmEx(h, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N,
+                          N, M, K, &alpha, B, data_type<W>(), ldb, A, data_type<W>(), lda, &beta, C,
+                          CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
              "cublasGemmEx");
 }
 
-#define HS_INSTANTIATE(W) \
+template <class W>
+void gemm_rows(cublasHandle_t h, float* out, int ldo, const W* inp, const W* Wt, int N, int IC,
+               int OC, float alpha) {
+  gemm<W>(h, false, true, N, OC, IC, alpha, inp, IC, Wt, IC, 0.0f, out, ldo);
+}
+
+#define HS_INSTANTIATE(W)                                                                          \
+  template void gemm<W>(cublasHandle_t, bool, bool, int, int, int, float, const W*, int, const W*, \
+                        int, float, float*, int);                                                  \
   template void gemm_rows<W>(cublasHandle_t, float*, int, const W*, const W*, int, int, int, float);
 HS_INSTANTIATE(float)
 HS_INSTANTIATE(__nv_bfloat16)

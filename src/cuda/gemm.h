@@ -5,9 +5,17 @@
 
 namespace hs::cuda {
 
-// out[N, OC] (row stride ldo, fp32) = alpha * inp[N, IC] @ Wt[OC, IC]^T with fp32 accumulation;
-// inp and Wt are W (float, __nv_bfloat16 or __half). No TF32: fp32 weights give fp32 products.
-// alpha is applied once to each fp32 sum, in the GEMM's epilogue (MPT's logit scale).
+// C[M, N] = alpha * op(A) @ op(B) + beta * C, row-major with leading dimensions, exactly as
+// cpu::gemm: op(A) is [M, K] (A stored [K, M] when transA), op(B) is [K, N] (B stored [N, K]
+// when transB). A and B are W (float, __nv_bfloat16 or __half); C and the accumulation are
+// fp32, never TF32, so fp32 inputs give fp32 products.
+template <class W>
+void gemm(cublasHandle_t h, bool transA, bool transB, int M, int N, int K, float alpha, const W* A,
+          int lda, const W* B, int ldb, float beta, float* C, int ldc);
+
+// out[N, OC] (row stride ldo, fp32) = alpha * inp[N, IC] @ Wt[OC, IC]^T: the forward's product,
+// gemm(false, true, ...). alpha is applied once to each fp32 sum, in the GEMM's epilogue (MPT's
+// logit scale).
 template <class W>
 void gemm_rows(cublasHandle_t h, float* out, int ldo, const W* inp, const W* Wt, int N, int IC,
                int OC, float alpha = 1.0f);

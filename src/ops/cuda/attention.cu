@@ -64,7 +64,7 @@ __device__ __forceinline__ float score(const float* qrow, const float* Ks, int h
 
 template <int DPL, class W>
 __global__ void __launch_bounds__(kWarps * 32)
-    attention_kernel(W* ctx, float* row_stats, float* probs, const int64_t* probs_off,
+    attention_kernel(W* ctx, float* row_stats, float* probs, const int64_t* probs_off, float* lse,
                      const float* qkv, const float* kc, const float* vc, const float* slopes,
                      AlibiParams alibi, RowMap m, int H, int hd, int cap) {
   extern __shared__ float smem[];
@@ -150,6 +150,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       row_stats[(1 * int64_t(H) + h) * m.N + g] = rs.entropy;
       row_stats[(2 * int64_t(H) + h) * m.N + g] = rs.local;
     }
+    if (lse && lane == 0) lse[int64_t(h) * m.N + g] = st[k].m + logf(st[k].l);
   }
   if (!probs) return;
   // Second pass over the keys, now that each row's max and denominator are final.
@@ -170,7 +171,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 template <int DPL, class W>
-void launch_attention(W* ctx, float* row_stats, float* probs, const int64_t* probs_off,
+void launch_attention(W* ctx, float* row_stats, float* probs, const int64_t* probs_off, float* lse,
                       const float* qkv, const float* kc, const float* vc, const float* slopes,
                       const AlibiParams& alibi, RowMap m, int H, int hd, int cap, int max_rows,
                       cudaStream_t stream) {
@@ -185,7 +186,7 @@ void launch_attention(W* ctx, float* row_stats, float* probs, const int64_t* pro
   }
   const dim3 grid((max_rows + kRows - 1) / kRows, H, m.B);
   attention_kernel<DPL, W><<<grid, kWarps * 32, smem, stream>>>(
-      ctx, row_stats, probs, probs_off, qkv, kc, vc, slopes, alibi, m, H, hd, cap);
+      ctx, row_stats, probs, probs_off, lse, qkv, kc, vc, slopes, alibi, m, H, hd, cap);
   HS_CUDA(cudaGetLastError());
 }
 
@@ -205,12 +206,12 @@ template <class W>
 void alibi_attention_forward(W* ctx, float* row_stats, float* probs, const int64_t* probs_off,
                              const float* qkv, const float* kc, const float* vc,
                              const float* slopes, const AlibiParams& alibi, RowMap m, int H, int hd,
-                             int cap, int max_rows, cudaStream_t stream) {
+                             int cap, int max_rows, cudaStream_t stream, float* lse) {
   if (max_rows <= 0 || m.B == 0) return;
   const int dpl = (hd + 31) / 32;
-#define HS_LAUNCH(D)                                                                             \
-  return launch_attention<D, W>(ctx, row_stats, probs, probs_off, qkv, kc, vc, slopes, alibi, m, \
-                                H, hd, cap, max_rows, stream)
+#define HS_LAUNCH(D)                                                                               \
+  return launch_attention<D, W>(ctx, row_stats, probs, probs_off, lse, qkv, kc, vc, slopes, alibi, \
+                                m, H, hd, cap, max_rows, stream)
   if (dpl <= 1) HS_LAUNCH(1);
   if (dpl <= 2) HS_LAUNCH(2);
   if (dpl <= 4) HS_LAUNCH(4);
@@ -222,7 +223,7 @@ void alibi_attention_forward(W* ctx, float* row_stats, float* probs, const int64
 #define HS_INSTANTIATE(W)                                                                         \
   template void alibi_attention_forward<W>(                                                       \
       W*, float*, float*, const int64_t*, const float*, const float*, const float*, const float*, \
-      const AlibiParams&, RowMap, int, int, int, int, cudaStream_t);
+      const AlibiParams&, RowMap, int, int, int, int, cudaStream_t, float*);
 HS_INSTANTIATE(float)
 HS_INSTANTIATE(__nv_bfloat16)
 HS_INSTANTIATE(__half)

@@ -1,5 +1,5 @@
 // Running log-sum-exp over vocabulary chunks, so the fp32 logits of the whole vocabulary
-// (250,880 columns per row) never exist at once.
+// (250,880 columns per row) never exist at once, and the cross-entropy gradient chunk by chunk.
 #include <cfloat>
 
 #include "cuda/runtime.h"
@@ -31,7 +31,43 @@ __global__ void lse_kernel(const float* logits, int Vc, int v0, const int32_t* t
   if (t >= v0 && t < v0 + Vc) tgt[row] = x[t - v0];
 }
 
+__global__ void lse_finish_kernel(float* lse, const float* m, const double* s, int N) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < N) lse[i] = float(double(m[i]) + log(s[i]));
+}
+
+// One block per row, in place.
+__global__ void cross_entropy_backward_kernel(float* logits, const float* lse,
+                                              const int32_t* target, const float* scale, int Vc,
+                                              int v0) {
+  const int row = blockIdx.x, t = target[row];
+  float* x = logits + int64_t(row) * Vc;
+  if (t < 0) {
+    for (int v = threadIdx.x; v < Vc; v += blockDim.x) x[v] = 0.0f;
+    return;
+  }
+  const float l = lse[row], sc = scale[row];
+  for (int v = threadIdx.x; v < Vc; v += blockDim.x) {
+    // Product, then subtraction, each rounded, as the CPU twin computes them (no FMA).
+    const float d = __fmul_rn(sc, expf(x[v] - l));
+    x[v] = v0 + v == t ? d - sc : d;
+  }
+}
+
 }  // namespace
+
+void logsumexp_finish(float* lse, const float* m, const double* s, int N, cudaStream_t stream) {
+  if (N == 0) return;
+  lse_finish_kernel<<<(N + 255) / 256, 256, 0, stream>>>(lse, m, s, N);
+  HS_CUDA(cudaGetLastError());
+}
+
+void cross_entropy_backward(float* logits, const float* lse, const int32_t* target,
+                            const float* scale, int N, int Vc, int v0, cudaStream_t stream) {
+  if (N == 0 || Vc == 0) return;
+  cross_entropy_backward_kernel<<<N, 256, 0, stream>>>(logits, lse, target, scale, Vc, v0);
+  HS_CUDA(cudaGetLastError());
+}
 
 void logsumexp_update(const float* logits, int N, int Vc, int v0, const int32_t* target, float* m,
                       double* s, float* tgt, cudaStream_t stream) {

@@ -1,5 +1,5 @@
-// Embedding gather and LayerNorm with the residual update that ends every sub-block fused in
-// (one pass over the row instead of two).
+// Embedding gather, LayerNorm with the residual update that ends every sub-block fused in (one
+// pass over the row instead of two), and LayerNorm's input gradient.
 #include "cuda/runtime.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/ops.cuh"
@@ -46,6 +46,36 @@ __global__ void layernorm_kernel(LayerNormArgs<W> a) {
   }
 }
 
+// One block per row: mean and rstd as layernorm_kernel computes them, then the CPU twin's
+// double sums of dn = dout * w and dn * xhat, and dinp += (dn - mean(dn) - xhat mean(dn xhat))
+// rstd.
+__global__ void layernorm_backward_kernel(float* dinp, const float* dout, const float* inp,
+                                          const float* w, int d, float eps) {
+  __shared__ double scratch[32];
+  const int64_t off = int64_t(blockIdx.x) * d;
+  const float *x = inp + off, *go = dout + off;
+  double s = 0;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) s += x[c];
+  const double mu = block_sum(s, scratch) / d;
+  double v = 0;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) v += (x[c] - mu) * (x[c] - mu);
+  const float r = float(1.0 / sqrt(block_sum(v, scratch) / d + double(eps)));
+  const float m = float(mu);
+  double dmean = 0, dnorm_mean = 0;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) {
+    const double n = double(x[c] - m) * r, dn = double(go[c]) * w[c];
+    dmean += dn;
+    dnorm_mean += dn * n;
+  }
+  dmean = block_sum(dmean, scratch) / d;
+  dnorm_mean = block_sum(dnorm_mean, scratch) / d;
+  float* gi = dinp + off;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) {
+    const double n = double(x[c] - m) * r, dn = double(go[c]) * w[c];
+    gi[c] += float((dn - dmean - n * dnorm_mean) * r);
+  }
+}
+
 __global__ void gather_kernel(float* dst, const float* src, const int32_t* rows, int d) {
   const float* s = src + int64_t(rows[blockIdx.x]) * d;
   float* o = dst + int64_t(blockIdx.x) * d;
@@ -67,6 +97,13 @@ template <class W>
 void layernorm_forward(const LayerNormArgs<W>& a, cudaStream_t stream) {
   if (a.N == 0) return;
   layernorm_kernel<W><<<a.N, threads_for(a.d), 0, stream>>>(a);
+  HS_CUDA(cudaGetLastError());
+}
+
+void layernorm_backward(float* dinp, const float* dout, const float* inp, const float* w, int N,
+                        int C, float eps, cudaStream_t stream) {
+  if (N == 0) return;
+  layernorm_backward_kernel<<<N, threads_for(C), 0, stream>>>(dinp, dout, inp, w, C, eps);
   HS_CUDA(cudaGetLastError());
 }
 

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "ops/adamw.h"
 #include "ops/alibi.h"
 #include "ops/gelu.h"
 
@@ -74,17 +75,87 @@ void qkv_split(float* qkv, float* kc, float* vc, const float* bias, float clip, 
 //   row_stats [3][H][N]: per row bos mass, entropy and local mass (keys pos-2..pos)
 //   probs: sequence b's probabilities at probs + probs_off[b], laid out [H][n][past + n]
 //          (entries after pos are left untouched: the caller zeroes the buffer)
+//   lse [H][N]: per row the log-sum-exp of its scores (m + log l of the online softmax), which
+//          alibi_attention_backward needs to recompute the probabilities
 // max_rows bounds n_rows (grid size); hd <= 256.
 template <class W>
 void alibi_attention_forward(W* ctx, float* row_stats, float* probs, const int64_t* probs_off,
                              const float* qkv, const float* kc, const float* vc,
                              const float* slopes, const AlibiParams& alibi, RowMap m, int H, int hd,
-                             int cap, int max_rows, cudaStream_t stream);
+                             int cap, int max_rows, cudaStream_t stream, float* lse = nullptr);
+
+// dqkv[N, 3*H*hd] += the gradient of a training pass's attention (every sequence's past is 0,
+// else hs::Error: the check reads m.past back, one stream synchronisation per call) for the heads
+// with head_mask[h] != 0 (a device array; null = all), in the internal layout (qkv_row): queries
+// from qkv after qkv_split, keys and values from the caches, lse from the forward, ctx the
+// forward's output (W) and dctx [N, H*hd] its gradient. D [H][N] is the caller's scratch
+// (D = rowsum(dctx * ctx)). Probabilities are recomputed tile by tile (nothing T x T in memory):
+// dk/dv by one kernel over key tiles, dq by one over query tiles; no atomics, deterministic.
+// Twin of cpu::alibi_attention_backward; hd <= 256.
+template <class W>
+void alibi_attention_backward(float* dqkv, const float* dctx, const float* qkv, const float* kc,
+                              const float* vc, const W* ctx, const float* lse, float* D,
+                              const float* slopes, const AlibiParams& alibi, RowMap m, int H,
+                              int hd, int cap, int max_rows, const uint8_t* head_mask,
+                              cudaStream_t stream);
+
+// MPT's clip_qkv, backward: dqkv[i] = 0 unless -c <= qkv_raw[i] + bias[i % C] <= c (bias may
+// be null), over [N, C]: torch.clamp's gradient mask, from the raw GEMM output the forward kept.
+// Twin of cpu::clamp_backward with cpu::clamp_forward's mask.
+void clamp_backward(float* dqkv, const float* qkv_raw, const float* bias, int N, int C, float c,
+                    cudaStream_t stream);
 
 // Online log-sum-exp over vocabulary chunks (GPU twin of cpu::logsumexp_update): for each row of
 // logits[N, Vc] (columns v0..v0+Vc of the vocabulary) update the running max m and scaled sum s,
 // and copy the logit of target[row] into tgt when it falls in this chunk (target < 0: none).
 void logsumexp_update(const float* logits, int N, int Vc, int v0, const int32_t* target, float* m,
                       double* s, float* tgt, cudaStream_t stream);
+// lse[i] = float(double(m[i]) + log(s[i])) from logsumexp_update's final state, as the CPU's
+// training loss computes it (engine/cpu/train.cpp).
+void logsumexp_finish(float* lse, const float* m, const double* s, int N, cudaStream_t stream);
+// Cross-entropy backward over one vocabulary chunk [v0, v0 + Vc), in place over logits[N, Vc]:
+// scale[r] * (exp(logit - lse[r]) - [v0 + v == target[r]]), rows with target < 0 get 0. Twin of
+// cpu::cross_entropy_backward.
+void cross_entropy_backward(float* logits, const float* lse, const int32_t* target,
+                            const float* scale, int N, int Vc, int v0, cudaStream_t stream);
+
+// ---- Backward of the frozen operations (input gradients only) ----
+
+// dinp[N, C] += dLN/dinp . dout for LayerNorm(inp) * w (+ b): no weight or bias gradient (frozen).
+// Mean and rstd are recomputed from inp in double as layernorm_forward computes them. Twin of
+// cpu::layernorm_backward with null dw/db.
+void layernorm_backward(float* dinp, const float* dout, const float* inp, const float* w, int N,
+                        int C, float eps, cudaStream_t stream);
+
+// dinp[i] = dout[i] * gelu'(h[i] + bias[i % C]) over [N, C] (bias may be null; dinp may alias
+// dout). Twin of cpu::gelu_backward on the pre-activation h + bias.
+void gelu_backward(float* dinp, const float* dout, const float* h, const float* bias, int N, int C,
+                   Gelu kind, cudaStream_t stream);
+
+// ---- Surgical training: slices, optimizer ----
+
+// out[i] = W(in[i]) (round to nearest) for n elements: fp32 gradients into the GEMM input type.
+template <class W>
+void to_weight_type(W* out, const float* in, int64_t n, cudaStream_t stream);
+// A trained slice back into the working weights: a contiguous block of n elements (rows), and
+// src[R, C] into columns of dst[R, ld_dst] (dst points at the first column), converted to W.
+template <class W>
+void copy_rows(W* dst, const float* src, int64_t n, cudaStream_t stream);
+template <class W>
+void copy_cols(W* dst, int ld_dst, const float* src, int R, int C, cudaStream_t stream);
+
+// out[c] += sum over rows r < N of in[r * ld + c], c < C (a bias slice's gradient), in a fixed
+// order: deterministic.
+void column_sums(float* out, const float* in, int ld, int N, int C, cudaStream_t stream);
+
+// One AdamW step over n fp32 parameters (ops/adamw.h's adamw_update): bit-identical to
+// cpu::adamw_step (its file is compiled without FMA contraction).
+void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamWStep& s,
+                cudaStream_t stream);
+// *out = sum of x[i]^2 in double over n elements, in a fixed order (deterministic; the global
+// gradient norm). Its per-block partial sums live in a stream-ordered allocation.
+void sum_squares(double* out, const float* x, int64_t n, cudaStream_t stream);
+// x[i] *= s over n elements (gradient clipping).
+void scale_inplace(float* x, int64_t n, float s, cudaStream_t stream);
 
 }  // namespace hs::cuda
