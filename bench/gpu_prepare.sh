@@ -13,8 +13,9 @@ scripts/build.sh -DHEADSURGEON_CUDA=ON
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/lib"
-bins=(headsurgeon make_random_checkpoint bench_engine test_cuda)
-cp build/headsurgeon build/make_random_checkpoint build/bench/bench_engine build/tests/test_cuda "$stage/"
+bins=(headsurgeon make_random_checkpoint bench_engine bench_surgery test_cuda test_cuda_surgery)
+cp build/headsurgeon build/make_random_checkpoint build/bench/bench_engine build/bench/bench_surgery \
+  build/tests/test_cuda build/tests/test_cuda_surgery "$stage/"
 # PCRE2 and utf8proc (the tokenizer) and OpenMP's runtime; OpenBLAS is linked statically.
 for lib in libpcre2-8.so.0 libutf8proc.so.2 libgomp.so.1; do
   cp -L "/lib/x86_64-linux-gnu/$lib" "$stage/lib/"

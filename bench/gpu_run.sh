@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # One device call (see bench/gpu_prepare.sh): the GPU tests (kernels against their CPU twins, the
 # engine against the golden data of tiny16, tiny8, mpt8 and falconrw8 and against the CPU engine
-# on random BLOOM/MPT/Falcon models), compute-sanitizer on the kernel tests, our timings on random
-# bf16 checkpoints of real shapes (bloom-1b7 beside the HF anchor; mpt-7b and falcon-rw-1b
-# without one), the bloom-7b1 end-to-end run, then a pass/fail table and the table of ratios.
-# Nothing is built or installed there. Every step's time limit is cut to what is left of a budget
-# (HS_BUDGET_S, 450 s) and a step that would start with too little left is skipped, so the tables
-# always print and the call ends well inside 8 minutes. Full logs go to $OUT.
+# on random BLOOM/MPT/Falcon models), the surgery tests (the golden 3-step runs, the CPU's surgery,
+# 40 bf16 steps of the demo model, resume), compute-sanitizer on the kernel tests, our timings on
+# random bf16 checkpoints of real shapes (bloom-1b7 inference and pass-1 surgery beside the HF
+# anchor; mpt-7b and falcon-rw-1b without one), the demo on the GPU, the bloom-7b1 end-to-end run
+# and surgery, then a pass/fail table and the table of ratios. Nothing is built or installed
+# there. Every step's time limit is cut to what is left of a budget (HS_BUDGET_S, 470 s) and a
+# step that would start with too little left is skipped (SKIP in the table), so the tables always
+# print and the call ends inside 8 minutes. Full logs go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit
 G=/tmp/hs-gpu-bin
 OUT=${OUT:-/tmp/hs-out}
 W=${HS_BENCH_DIR:-/tmp/hs-gpu}
-BUDGET=${HS_BUDGET_S:-450}
+BUDGET=${HS_BUDGET_S:-470}
 mkdir -p "$OUT" "$W" "$G"
 tar xJf .gpu/bin.tar.xz -C "$G"
 export LD_LIBRARY_PATH=$G/lib:${LD_LIBRARY_PATH:-}
@@ -40,7 +42,7 @@ timeout "$(lim 150)" "$G/test_cuda" >"$OUT/test_cuda.txt" 2>&1
 rc=$?
 grep -E "HS_TEST_SEED|^\[  (PASSED|FAILED|SKIPPED) |^measured|Failure" "$OUT/test_cuda.txt" | head -60
 # count STATUS REGEX: finished tests (the lines with a time) of that status whose name matches.
-count() { grep -cE "^\[ +$1 +\] ${2:-}.*\([0-9]+ ms\)\$" "$OUT/test_cuda.txt"; }
+count() { grep -cE "^\[ +$1 +\] ${2:-}.*\([0-9]+ ms\)\$" "${LOG:-$OUT/test_cuda.txt}"; }
 check "test_cuda: all (exit $rc)" "$(verdict "$rc")" \
   "$(count OK) ok, $(count FAILED) failed, $(count SKIPPED) skipped"
 # passed PATTERN: PASS when tests matching ran and none failed.
@@ -61,6 +63,29 @@ done
 for f in PostLn Mpt Falcon; do
   printf '  %s\t%s\n' "random $f model vs the CPU engine" "$(passed "Gpu\.Random${f}ModelMatchesCpu ")" >>"$CHECKS"
 done
+
+section "GPU surgery tests"
+# The golden 3-step surgical runs, the CPU's surgery on random models of every family, 40 bf16
+# steps on the demo model beside the CPU, resume bit for bit.
+export HEADSURGEON_DEMO_DIR=$PWD/models/demo
+if short 30; then
+  check "test_cuda_surgery" SKIP "out of time"
+else
+  timeout "$(lim 150)" "$G/test_cuda_surgery" >"$OUT/test_cuda_surgery.txt" 2>&1
+  rc=$?
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^measured|Failure" "$OUT/test_cuda_surgery.txt" | head -40
+  LOG=$OUT/test_cuda_surgery.txt
+  check "test_cuda_surgery: all (exit $rc)" "$(verdict "$rc")" \
+    "$(LOG=$LOG count OK) ok, $(LOG=$LOG count FAILED) failed, $(LOG=$LOG count SKIPPED) skipped"
+  for m in "${GOLDEN[@]}"; do
+    printf '  %s\t%s\n' "surgery golden $m: 3 steps, fp32" \
+      "$(LOG=$LOG passed "Dirs/GpuSurgeryGolden\.ThreeStepSurgicalRun/${m}_[0-9]+[ ,]")" >>"$CHECKS"
+  done
+  for t in MatchesTheCpuOnEveryFamily DemoModelFortyStepsTrackTheCpu ResumeIsBitForBit; do
+    printf '  %s\t%s\n' "surgery $t" "$(LOG=$LOG passed "GpuSurgery\.$t ")" >>"$CHECKS"
+  done
+  unset LOG
+fi
 
 section "compute-sanitizer: out-of-bounds accesses and shared-memory races in the kernel tests"
 for tool in memcheck racecheck; do
@@ -94,6 +119,61 @@ bench() {
   check "bench $name${*:+ ($*)}" "$(verdict "$rc")" "$(tail -1 "$OUT/bench_$name.err")"
 }
 bench bloom-1b7 bloom-1b7
+
+# The paper's pass-1 plan on bloom-1b7 (the map of .anchor/hf_anchor.py: 108 heads in layers
+# 5-22), 8 x 512-token sequences per step, bf16: trained tokens/s and peak memory.
+cat >"$W/pass1_1b7.json" <<'JSON'
+{"targets": {"5": [14, 15], "6": [9, 10, 11, 12, 13, 14, 15], "7": [9, 10, 11, 12, 13, 14],
+ "8": [11, 12, 13, 14, 15], "9": [9, 10, 11, 12, 13, 14, 15], "10": [9, 10, 11, 12, 13, 14, 15],
+ "11": [10, 11, 12, 13, 14, 15], "12": [9, 10, 11, 12, 13, 14, 15],
+ "13": [9, 10, 11, 12, 13, 14, 15], "14": [9, 10, 11, 13, 14, 15], "15": [9, 11, 12, 14, 15],
+ "16": [10, 11, 12, 13, 14, 15], "17": [9, 10, 11, 12, 13, 14],
+ "18": [9, 10, 11, 12, 13, 14, 15], "19": [9, 10, 11, 12, 13, 14, 15],
+ "20": [9, 10, 11, 12, 13, 14, 15], "21": [9, 10, 11, 12, 13], "22": [9, 10, 11, 13, 14]},
+ "frozen_watch": {}}
+JSON
+# train NAME PLAN MAX_GIB: bench_surgery on $W/NAME; PASS when it ran within MAX_GIB of GPU memory.
+train() {
+  local name=$1 plan=$2 max_gib=$3
+  if short 60 || [ ! -f "$W/$name/config.json" ]; then
+    check "surgery $name" SKIP "out of time or no checkpoint"
+    return
+  fi
+  section "ours: surgery on $name, random bf16 weights"
+  timeout "$(lim 120)" "$G/bench_surgery" "$W/$name" --plan "$plan" --device cuda --seq 512 \
+    --accum 8 --steps 3 2>"$OUT/train_$name.err" | tee -a "$OUT/results.jsonl"
+  local rc=${PIPESTATUS[0]}
+  local peak
+  peak=$(grep -o '"peak_gib":[0-9.]*' "$OUT/results.jsonl" | tail -1 | cut -d: -f2)
+  if [ "$rc" = 0 ] && awk "BEGIN{exit !(${peak:-999} <= $max_gib)}"; then
+    check "surgery $name (peak <= $max_gib GiB)" PASS "peak ${peak} GiB"
+  else
+    check "surgery $name (peak <= $max_gib GiB)" FAIL "exit $rc, peak ${peak:-?} GiB $(tail -1 "$OUT/train_$name.err")"
+  fi
+}
+train bloom-1b7 "$W/pass1_1b7.json" 8
+
+if short 60; then
+  check "demo --device cuda" SKIP "out of time"
+else
+  section "demo on the GPU (both passes and the control, bf16)"
+  timeout "$(lim 180)" "$G/headsurgeon" demo --device cuda --model "$PWD/models/demo" -o "$W/demo" \
+    --json "$OUT/demo_gpu.json" -q >"$OUT/demo_gpu.txt" 2>&1
+  rc=$?
+  cat "$OUT/demo_gpu.txt"
+  verdict_demo=$(python3 - "$OUT/demo_gpu.json" <<'PY'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except Exception as e:
+    print(f"FAIL\tno result ({e})"); sys.exit()
+ok = d["recovered"] >= 0.9 * d["targets"] and d["control"]["recovered"] <= d["targets"] / 2
+print(("PASS" if ok else "FAIL") + f"\twoken {d['recovered']}/{d['targets']}, control "
+      f"{d['control']['recovered']}/{d['targets']}, {d['seconds']:.0f} s")
+PY
+)
+  printf '%s\t%s\n' "demo --device cuda (exit $rc)" "$verdict_demo" >>"$CHECKS"
+fi
 bench mpt-7b mpt-7b --what diagnose ppl --reps 5
 rm -rf "$W/mpt-7b"  # 13 GB: leave the disk to bloom-7b1
 bench falcon-rw-1b falcon-rw-1b --what diagnose ppl --reps 5
@@ -117,6 +197,21 @@ else
   done
   for run in 1 2; do timeout "$(lim 60)" python3 .anchor/hf_e2e_anchor.py run "$W/bloom-7b1" cuda; done 2>&1 |
     tee "$OUT/hf_e2e.txt"
+fi
+
+# bloom-7b1 with a pass-1-shaped plan (heads 17-31 of layers 5-25): within 40 GB of one GPU.
+python3 - "$W/pass1_7b1.json" <<'PY'
+import json, sys
+json.dump({"targets": {str(l): list(range(17, 32)) for l in range(5, 26)}, "frozen_watch": {}},
+          open(sys.argv[1], "w"))
+PY
+train bloom-7b1 "$W/pass1_7b1.json" 40
+if short 100; then
+  check "HF anchor surgery 7b1" SKIP "out of time"
+else
+  section "HF anchor: surgery on bloom-7b1"
+  timeout "$(lim 150)" python3 bench/hf_train_anchor.py bloom-7b1 2>"$OUT/hf_train_err.txt" |
+    tee -a "$OUT/results.jsonl"
 fi
 
 if short 90; then
@@ -158,7 +253,17 @@ rows = [("diagnose 1b7 T=60 (ms)", hf.get("diag_ms"), get("diagnose", "ms", "blo
         ("diagnose falcon-rw-1b T=60 (ms)", None, get("diagnose", "ms", "falcon-rw-1b"), "lower"),
         ("ppl falcon-rw-1b 8x512 (tok/s)", None, get("ppl", "tok_s", "falcon-rw-1b"), "higher"),
         ("load+diagnose 7b1 e2e (s)", float(hf_total[-1]) if hf_total else None,
-         e2e[-1] if e2e else None, "lower")]
+         e2e[-1] if e2e else None, "lower"),
+        ("train 1b7 pass1 (tok/s; HF ckpt)", hf.get("train_ckpt1_eager", {}).get("tok_s"),
+         get("train", "tok_s", "bloom-1b7"), "higher"),
+        ("train 1b7 pass1 (tok/s)", hf.get("train_ckpt0_eager", {}).get("tok_s"),
+         get("train", "tok_s", "bloom-1b7"), "higher"),
+        ("train 1b7 pass1 peak (GiB)", hf.get("train_ckpt0_eager", {}).get("peak_gib"),
+         get("train", "peak_gib", "bloom-1b7"), "lower"),
+        ("train 7b1 (tok/s)", get("hf_train", "tok_s", "bloom-7b1"),
+         get("train", "tok_s", "bloom-7b1"), "higher"),
+        ("train 7b1 peak (GiB)", get("hf_train", "peak_gib", "bloom-7b1"),
+         get("train", "peak_gib", "bloom-7b1"), "lower")]
 print(f"{'work':32} {'HF':>10} {'ours':>10} {'speed-up':>9}")
 for name, a, b, better in rows:
     r = (a / b if better == "lower" else b / a) if a and b else None

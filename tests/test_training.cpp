@@ -13,6 +13,7 @@
 #include "engine/cpu/optimizer.h"
 #include "engine/cpu/train.h"
 #include "golden_data.h"
+#include "golden_surgery.h"
 #include "io/safetensors.h"
 #include "surgery/schedule.h"
 #include "test_util.h"
@@ -24,12 +25,7 @@ using test::floats;
 using test::id_rows;
 using test::rel_err;
 
-std::vector<HeadRef> plan_targets(const nlohmann::json& plan) {
-  std::vector<HeadRef> t;
-  for (auto& [layer, heads] : plan.items())
-    for (int h : heads) t.push_back({std::stoi(layer), h});
-  return t;
-}
+using test::plan_targets;
 
 // A parameter's name in the golden files: the family's name with the "transformer." prefix.
 std::string hf_name(const ModelConfig& c, const TrainWeights::Param& p) {
@@ -180,6 +176,12 @@ TEST_P(GoldenTraining, ThreeStepSurgicalRun) {
   auto a = masked.params();
   auto b = before.params();
   for (size_t k = 0; k < a.size(); ++k) EXPECT_EQ(*a[k].buf, *b[k].buf) << a[k].name;
+}
+
+// The same run through the device-neutral Surgery interface that repair drives (CpuSurgery; the
+// GPU's runs the same check in tests/test_cuda_surgery.cpp).
+TEST_P(GoldenTraining, ThreeStepRunThroughTheSurgeryInterface) {
+  test::check_golden_surgery(GetParam(), DeviceKind::cpu, 1e-5);
 }
 
 INSTANTIATE_TEST_SUITE_P(Dirs, GoldenTraining, ::testing::ValuesIn(test::golden_model_dirs()),

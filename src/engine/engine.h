@@ -112,10 +112,13 @@ class Surgery {
   // The model with the current slices, for evaluations.
   virtual Engine& engine() = 0;
   // The masters and the optimizer's state (run state, checkpoints), and setting them (start,
-  // re-initialisation, resume); the model then uses the masters.
+  // re-initialisation, resume; an AdamState without moments is a fresh optimizer); the model then
+  // uses the masters.
   virtual const TargetSlices& masters() = 0;
   virtual const AdamState& adam() = 0;
   virtual void set(const TargetSlices& masters, const AdamState& adam) = 0;
+  // Peak bytes of device memory held so far (progress lines); 0 on the CPU.
+  virtual int64_t device_memory_bytes() const { return 0; }
 };
 
 }  // namespace hs

@@ -342,9 +342,12 @@ int run_repair(const RepairOptions& o) {
         const double el = seconds_since(t_train);
         const double tps = double(tokens_done) / el;
         const double eta = el / double(st.step - step0) * double(total - st.step);
-        std::fprintf(stderr, "step %lld/%lld epoch %lld loss %.4f lr %.3g %.0f tok/s ETA %.0fs\n",
+        const int64_t mem = surgery->device_memory_bytes();
+        const std::string mem_note =
+            mem > 0 ? " GPU " + std::to_string(mem >> 20) + " MiB" : std::string();
+        std::fprintf(stderr, "step %lld/%lld epoch %lld loss %.4f lr %.3g %.0f tok/s%s ETA %.0fs\n",
                      (long long)st.step, (long long)total, (long long)epoch + 1, loss, lr, tps,
-                     eta);
+                     mem_note.c_str(), eta);
       }
       const bool epoch_end = st.step % steps_per_epoch == 0;
       st.eval_pending = (epoch_end && (st.step / steps_per_epoch) % o.eval_every == 0) ||

@@ -1,5 +1,7 @@
 #include "engine/cpu/surgery.h"
 
+#include "util/error.h"
+
 namespace hs {
 
 namespace {
@@ -40,8 +42,15 @@ double CpuSurgery::step(double lr, double max_norm) {
 }
 
 void CpuSurgery::set(const TargetSlices& masters, const AdamState& adam) {
+  if (masters.buffers().size() != masters_.buffers().size())
+    throw Error("surgery", "slices of another plan");
   masters_ = masters;
-  opt_.state() = adam;
+  if (adam.m.empty()) {  // a fresh optimizer
+    opt_ = AdamW(opt_.config(), sizes_of(masters_));
+    opt_.state().steps = adam.steps;
+  } else {
+    opt_.state() = adam;
+  }
   scatter_slices(masters_, w_);
 }
 

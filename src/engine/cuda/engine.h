@@ -10,6 +10,7 @@
 
 #include "engine/engine.h"
 #include "model/checkpoint.h"
+#include "ops/adamw.h"
 
 namespace hs::cuda {
 
@@ -17,5 +18,12 @@ namespace hs::cuda {
 // Throws hs::Error, in one line, when no usable GPU is present or the weights cannot fit.
 std::unique_ptr<Engine> make_engine(const Checkpoint& ckpt, const std::vector<float>& slopes,
                                     const std::string& dtype);
+
+// Surgery on the GPU (engine/engine.h): the weights in dtype as for make_engine, the targets'
+// slices as fp32 masters with their gradients and AdamW moments beside them. The same errors,
+// and one more when the slices' training state does not fit as well.
+std::unique_ptr<Surgery> make_surgery(const Checkpoint& ckpt, const std::vector<float>& slopes,
+                                      const std::string& dtype, const std::vector<HeadRef>& targets,
+                                      AdamWConfig adam);
 
 }  // namespace hs::cuda

@@ -37,6 +37,11 @@ constexpr size_t align256(size_t n) { return (n + 255) & ~size_t(255); }
 // DeviceWeights allocates them: the memory check before an upload.
 size_t weight_bytes(const ModelConfig& c, size_t w_size);
 
+// The weight type for the dtype option ("auto", "bf16", "f16", "f32"), after checking that a
+// usable GPU is present, that the head dimension is supported and that the weights fit in its
+// free memory: one hs::Error line otherwise.
+DType check_device_and_memory(const Checkpoint& ck, const std::string& dtype);
+
 // Every weight on the device in one allocation, by role: matrices in W, LayerNorm parameters and
 // biases in fp32; a role the family lacks is null. MPT's fused qkv rows arrive in the internal
 // layout (Checkpoint::read_rows permutes them).
@@ -54,6 +59,9 @@ struct DeviceWeights {
 
   DeviceWeights(const Checkpoint& ck, const std::vector<float>& host_slopes);
   const W* m(ModelRole r) const { return static_cast<const W*>(model[int(r)]); }
+  // Writable views of a layer's tensors (surgery writes its slices there): the store is ours.
+  W* mutable_matrix(LayerRole r, int64_t l) { return const_cast<W*>(layers[l].m(r)); }
+  float* mutable_vector(LayerRole r, int64_t l) { return const_cast<float*>(layers[l].v(r)); }
   const float* v(ModelRole r) const { return static_cast<const float*>(model[int(r)]); }
   // The output head's [V, d] rows: lm_head, or the tied embedding.
   const W* head() const {
@@ -100,6 +108,17 @@ struct Workspace {
   }
 };
 
+// What a training pass keeps of layers l0.. for the backward (engine/cuda/surgery.cu), one slab
+// of N rows per layer: the residual stream before each sub-block (x_in, x_mid), the fused qkv
+// after qkv_split (queries in place; keys and values stay in the pass's per-layer cache) and its
+// raw GEMM output under clip_qkv (else null), the MLP's pre-activation, the attention's lse, and
+// in the weight type W the LayerNorm output and the attention output.
+struct TrainSave {
+  int64_t l0 = 0;
+  std::vector<float*> x_in, x_mid, qkv, qkv_raw, h32, lse;
+  std::vector<void*> a, ctx;
+};
+
 // One pass through the layers: where the rows go and what to record.
 struct Pass {
   const int32_t* ids;  // [N] on the device
@@ -114,6 +133,7 @@ struct Pass {
   int64_t probs_layer = 0;
   const std::vector<uint8_t>* ablate_mlp = nullptr;
   const std::function<void(int64_t, int64_t)>* progress = nullptr;
+  const TrainSave* save = nullptr;  // a training pass (layers from save->l0 are kept)
 };
 
 template <class W>
@@ -132,6 +152,7 @@ class CudaEngine final : public Engine {
   cudaStream_t stream() const { return stream_; }
   Workspace<W>& workspace() { return ws_; }
   const DeviceWeights<W>& weights() const { return weights_; }
+  DeviceWeights<W>& mutable_weights() { return weights_; }
   cublasHandle_t blas() const { return blas_; }
 
   // Enqueues embedding, every layer, and the last residual update: ws_.x then holds the final

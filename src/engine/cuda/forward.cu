@@ -69,23 +69,37 @@ void CudaEngine<W>::run_layers(const Pass& p) {
     const auto& L = w.layers[l];
     float* kc = p.kv + (p.kv_shared_across_layers ? 0 : l * layer_kv);
     float* vc = kc + layer_kv / 2;
-    layernorm_forward<W>({s.x, pend_y, pend_b, pend_src, L.v(R::attn_norm), L.v(R::attn_norm_b),
-                          s.a, post, N, d, eps},
-                         stream_);
-    gemm_rows<W>(blas_, s.qkv, 3 * d, s.a, L.m(R::wqkv), N, d, 3 * d);
-    qkv_split(s.qkv, kc, vc, L.v(R::bqkv), clip, p.map, H, hd, p.cap, stream_);
-    alibi_attention_forward<W>(s.ctx, p.row_stats ? p.row_stats + l * 3 * H * int64_t(N) : nullptr,
-                               p.probs ? p.probs + l * p.probs_layer : nullptr, p.probs_off, s.qkv,
-                               kc, vc, w.slopes, c.alibi, p.map, H, hd, p.cap, p.max_rows, stream_);
-    gemm_rows<W>(blas_, s.y, d, s.ctx, L.m(R::wo), N, d, d);
+    // A training pass writes what the backward needs straight into its saved slabs (TrainSave);
+    // only the residual stream, updated in place by the fused LayerNorms, is copied.
+    const TrainSave* keep = p.save && l >= p.save->l0 ? p.save : nullptr;
+    const size_t k = keep ? size_t(l - keep->l0) : 0;
+    W* a = keep ? static_cast<W*>(keep->a[k]) : s.a;
+    float* qkv = keep ? keep->qkv[k] : s.qkv;
+    W* ctx = keep ? static_cast<W*>(keep->ctx[k]) : s.ctx;
+    float* h32 = keep ? keep->h32[k] : s.h32;
+    const size_t nd = size_t(N) * d * sizeof(float);
+    layernorm_forward<W>(
+        {s.x, pend_y, pend_b, pend_src, L.v(R::attn_norm), L.v(R::attn_norm_b), a, post, N, d, eps},
+        stream_);
+    if (keep) HS_CUDA(cudaMemcpyAsync(keep->x_in[k], s.x, nd, cudaMemcpyDeviceToDevice, stream_));
+    gemm_rows<W>(blas_, qkv, 3 * d, a, L.m(R::wqkv), N, d, 3 * d);
+    if (keep && keep->qkv_raw[k])
+      HS_CUDA(cudaMemcpyAsync(keep->qkv_raw[k], qkv, 3 * nd, cudaMemcpyDeviceToDevice, stream_));
+    qkv_split(qkv, kc, vc, L.v(R::bqkv), clip, p.map, H, hd, p.cap, stream_);
+    alibi_attention_forward<W>(ctx, p.row_stats ? p.row_stats + l * 3 * H * int64_t(N) : nullptr,
+                               p.probs ? p.probs + l * p.probs_layer : nullptr, p.probs_off, qkv,
+                               kc, vc, w.slopes, c.alibi, p.map, H, hd, p.cap, p.max_rows, stream_,
+                               keep ? keep->lse[k] : nullptr);
+    gemm_rows<W>(blas_, s.y, d, ctx, L.m(R::wo), N, d, d);
     layernorm_forward<W>(
         {s.x, s.y, L.v(R::bo), post, L.v(R::ffn_norm), L.v(R::ffn_norm_b), s.a, post, N, d, eps},
         stream_);
+    if (keep) HS_CUDA(cudaMemcpyAsync(keep->x_mid[k], s.x, nd, cudaMemcpyDeviceToDevice, stream_));
     if (p.ablate_mlp && !p.ablate_mlp->empty() && (*p.ablate_mlp)[l]) {
       pend_y = pend_b = nullptr;  // the MLP adds nothing; the residual passes through
     } else {
-      gemm_rows<W>(blas_, s.h32, F, s.a, L.m(R::ffn_up), N, d, F);
-      gelu_forward<W>(s.hw, s.h32, L.v(R::ffn_up_b), N, F, c.act, stream_);
+      gemm_rows<W>(blas_, h32, F, s.a, L.m(R::ffn_up), N, d, F);
+      gelu_forward<W>(s.hw, h32, L.v(R::ffn_up_b), N, F, c.act, stream_);
       gemm_rows<W>(blas_, s.y, d, s.hw, L.m(R::ffn_down), N, F, d);
       pend_y = s.y;
       pend_b = L.v(R::ffn_down_b);
@@ -294,8 +308,7 @@ std::vector<SequenceOutput> CudaEngine<W>::forward(const std::vector<std::vector
   return out;
 }
 
-std::unique_ptr<Engine> make_engine(const Checkpoint& ckpt, const std::vector<float>& slopes,
-                                    const std::string& dtype) {
+DType check_device_and_memory(const Checkpoint& ckpt, const std::string& dtype) {
   const std::string why = unusable_reason();
   if (!why.empty()) throw Error("--device cuda", why);
   DType t = DType::BF16;
@@ -318,6 +331,12 @@ std::unique_ptr<Engine> make_engine(const Checkpoint& ckpt, const std::vector<fl
                   double(free_bytes) / double(1ull << 30));
     throw Error(ckpt.dir(), msg);
   }
+  return t;
+}
+
+std::unique_ptr<Engine> make_engine(const Checkpoint& ckpt, const std::vector<float>& slopes,
+                                    const std::string& dtype) {
+  const DType t = check_device_and_memory(ckpt, dtype);
   if (t == DType::F32) return std::make_unique<CudaEngine<float>>(ckpt, slopes);
   if (t == DType::F16) return std::make_unique<CudaEngine<__half>>(ckpt, slopes);
   return std::make_unique<CudaEngine<__nv_bfloat16>>(ckpt, slopes);

@@ -15,7 +15,6 @@
 // dims 4 i + 64 u + c (c < 4; i = ty for dk/dv, tx for dq) of its keys (rows), reading the tile's
 // P and dS from shared memory.
 #include <string>
-#include <vector>
 
 #include "cuda/runtime.h"
 #include "ops/cuda/common.cuh"
@@ -350,16 +349,6 @@ void alibi_attention_backward(float* dqkv, const float* dctx, const float* qkv, 
   if (max_rows <= 0 || m.B == 0 || m.N == 0) return;
   if (hd > 256)
     throw Error("cuda", "head dimension " + std::to_string(hd) + " is above the supported 256");
-  // A sequence with cached keys would need the gradient of keys this pass does not hold.
-  std::vector<int32_t> past(size_t(m.B));
-  HS_CUDA(cudaMemcpyAsync(past.data(), m.past, past.size() * sizeof(int32_t),
-                          cudaMemcpyDeviceToHost, stream));
-  HS_CUDA(cudaStreamSynchronize(stream));
-  for (int b = 0; b < m.B; ++b)
-    if (past[b] != 0)
-      throw Error("alibi_attention_backward", "sequence " + std::to_string(b) + " has " +
-                                                  std::to_string(past[b]) +
-                                                  " cached tokens: training passes start at 0");
   const int64_t warps = int64_t(m.N) * H;
   attn_bwd_d_kernel<W><<<int((warps * 32 + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
       D, dctx, ctx, head_mask, m.N, H, hd);

@@ -84,13 +84,14 @@ void alibi_attention_forward(W* ctx, float* row_stats, float* probs, const int64
                              const float* slopes, const AlibiParams& alibi, RowMap m, int H, int hd,
                              int cap, int max_rows, cudaStream_t stream, float* lse = nullptr);
 
-// dqkv[N, 3*H*hd] += the gradient of a training pass's attention (every sequence's past is 0,
-// else hs::Error: the check reads m.past back, one stream synchronisation per call) for the heads
-// with head_mask[h] != 0 (a device array; null = all), in the internal layout (qkv_row): queries
-// from qkv after qkv_split, keys and values from the caches, lse from the forward, ctx the
-// forward's output (W) and dctx [N, H*hd] its gradient. D [H][N] is the caller's scratch
-// (D = rowsum(dctx * ctx)). Probabilities are recomputed tile by tile (nothing T x T in memory):
-// dk/dv by one kernel over key tiles, dq by one over query tiles; no atomics, deterministic.
+// dqkv[N, 3*H*hd] += the gradient of a training pass's attention for the heads with
+// head_mask[h] != 0 (a device array; null = all), in the internal layout (qkv_row). Every
+// sequence's past must be 0 (a training pass holds all of its keys; not checked here, which would
+// cost a stream synchronisation per call). Queries from qkv after qkv_split, keys and values from
+// the caches, lse from the forward, ctx the forward's output (W) and dctx [N, H*hd] its gradient.
+// D [H][N] is the caller's scratch (D = rowsum(dctx * ctx)). Probabilities are recomputed tile
+// by tile (nothing T x T in memory): dk/dv by one kernel over key tiles, dq by one over query
+// tiles; no atomics, deterministic.
 // Twin of cpu::alibi_attention_backward; hd <= 256.
 template <class W>
 void alibi_attention_backward(float* dqkv, const float* dctx, const float* qkv, const float* kc,
