@@ -33,6 +33,10 @@ constexpr DType dtype_of() {
 
 constexpr size_t align256(size_t n) { return (n + 255) & ~size_t(255); }
 
+// Vocabulary columns per output-head chunk for a pass of `rows` rows: at most ~256 MB of fp32
+// logits at a time.
+int64_t vocab_chunk(int64_t rows, int64_t V);
+
 // Device bytes of every weight of c (matrices as w_size bytes, vectors and slopes fp32), as
 // DeviceWeights allocates them: the memory check before an upload.
 size_t weight_bytes(const ModelConfig& c, size_t w_size);

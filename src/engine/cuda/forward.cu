@@ -10,15 +10,10 @@
 
 namespace hs::cuda {
 
-namespace {
-
-// Vocabulary columns per lm_head chunk: at most ~256 MB of fp32 logits at a time.
 int64_t vocab_chunk(int64_t rows, int64_t V) {
   const int64_t c = ((int64_t(64) << 20) / std::max<int64_t>(rows, 1)) / 256 * 256;
   return std::min(V, std::max<int64_t>(c, 256));
 }
-
-}  // namespace
 
 template <class W>
 CudaEngine<W>::CudaEngine(const Checkpoint& ck, const std::vector<float>& slopes)

@@ -83,6 +83,16 @@ class CudaSurgery final : public Surgery {
       if (t.layer == l0_) mask[t.head] = 1;
     head_mask_ = DeviceBuffer(mask.size());
     HS_CUDA(cudaMemcpy(head_mask_.as<void>(), mask.data(), mask.size(), cudaMemcpyHostToDevice));
+    // Rows per pass: what the backward keeps of them fills at most a third of what the GPU holds
+    // beyond the weights, and 4 GiB. From the GPU's total memory, not its free memory, so that a
+    // run and its resumed continuation group their sequences, and sum their gradients, alike.
+    size_t free_b = 0, total_b = 0;
+    HS_CUDA(cudaMemGetInfo(&free_b, &total_b));
+    const size_t weights = weight_bytes(c, sizeof(W));
+    const size_t budget =
+        std::min<size_t>(size_t(4) << 30, (total_b - std::min(total_b, weights)) / 3);
+    const size_t per_row = saved_bytes_per_row(c, sizeof(W)) * size_t(c.n_layer - l0_) + 1;
+    max_rows_ = std::max<size_t>(1, budget / per_row);
     set(TargetSlices::read(ck, targets), AdamState{});
   }
 
@@ -109,6 +119,7 @@ class CudaSurgery final : public Surgery {
   CudaEngine<W> e_;
   AdamWConfig adam_cfg_;
   int64_t l0_ = 0, total_ = 0;
+  size_t max_rows_ = 1;          // rows per pass (whole sequences; one sequence may exceed it)
   std::vector<int64_t> offset_;  // per buffer of host_.buffers()
   DeviceBuffer masters_, grads_, m_, v_, head_mask_;
   TargetSlices host_;  // the masters' host copy (masters())
@@ -211,14 +222,8 @@ double CudaSurgery<W>::step(double lr, double max_norm) {
 template <class W>
 double CudaSurgery<W>::accumulate(const std::vector<const std::vector<int32_t>*>& batch,
                                   double weight) {
-  // Whole sequences per pass, as many as the activation budget holds (at least one): a third of
-  // the free memory, at most 4 GiB.
-  const ModelConfig& c = e_.config();
-  size_t free_b = 0, total_b = 0;
-  HS_CUDA(cudaMemGetInfo(&free_b, &total_b));
-  const size_t budget = std::min<size_t>(size_t(4) << 30, free_b / 3);
-  const size_t per_row = saved_bytes_per_row(c, sizeof(W)) * size_t(c.n_layer - l0_) + 1;
-  const size_t max_rows = std::max<size_t>(1, budget / per_row);
+  // Whole sequences per pass, as many rows as max_rows_ holds (at least one sequence).
+  const size_t max_rows = max_rows_;
   double loss = 0;
   std::vector<const std::vector<int32_t>*> group;
   size_t rows = 0;
@@ -312,7 +317,7 @@ double CudaSurgery<W>::pass(const std::vector<const std::vector<int32_t>*>& seqs
   layernorm_forward<W>({s.x, nullptr, nullptr, nullptr, w.v(ModelRole::out_norm),
                         w.v(ModelRole::out_norm_b), s.a, nullptr, N, d, float(c.ln_eps)},
                        st);
-  const int64_t Vc = std::clamp<int64_t>(((int64_t(64) << 20) / N) / 256 * 256, 256, V);
+  const int64_t Vc = vocab_chunk(N, V);
   chunk_.reserve(align256(size_t(N) * Vc * 4) + size_t(N) * Vc * sizeof(W));
   float* chunk = chunk_.as<float>();
   W* chunk_w = reinterpret_cast<W*>(chunk_.as<char>() + align256(size_t(N) * Vc * 4));
