@@ -27,17 +27,11 @@ inline std::vector<HeadRef> plan_targets(const nlohmann::json& plan) {
   return t;
 }
 
-inline void check_golden_surgery(const std::string& dir, DeviceKind device, double tol) {
-  SafetensorsFile g(dir + "/golden.safetensors");
-  const auto info = read_json_file(dir + "/golden.json");
-  const auto& sc = info["surgery"];
-  Model model(dir, ModelOptions{int64_t(1) << 40});
-  const ModelConfig& c = model.config();
-  const auto targets = plan_targets(sc["plan"]);
-  std::set<int> layers;
-  for (auto t : targets) layers.insert(t.layer);
-  // The slices right after the reference's re-initialisation, from its full layer tensors.
-  TrainWeights w = TrainWeights::from_model(model);
+// The weights right after the reference's re-initialisation: its full qkv and output-projection
+// tensors of the target layers (in the checkpoint's layout) into w.
+inline void set_golden_init(const SafetensorsFile& g, const std::set<int>& layers,
+                            TrainWeights& w) {
+  const ModelConfig& c = w.config;
   for (int l : layers) {
     const std::string p = "surgery.init." + std::to_string(l) + ".";
     w.layers[l][LayerRole::wqkv] =
@@ -47,6 +41,19 @@ inline void check_golden_surgery(const std::string& dir, DeviceKind device, doub
           from_file_layout(c, LayerRole::bqkv, floats(g, p + "qkv.bias"));
     w.layers[l][LayerRole::wo] = floats(g, p + "dense.weight");
   }
+}
+
+inline void check_golden_surgery(const std::string& dir, DeviceKind device, double tol) {
+  SafetensorsFile g(dir + "/golden.safetensors");
+  const auto info = read_json_file(dir + "/golden.json");
+  const auto& sc = info["surgery"];
+  Model model(dir, ModelOptions{int64_t(1) << 40});
+  const ModelConfig& c = model.config();
+  const auto targets = plan_targets(sc["plan"]);
+  std::set<int> layers;
+  for (auto t : targets) layers.insert(t.layer);
+  TrainWeights w = TrainWeights::from_model(model);
+  set_golden_init(g, layers, w);
   auto s = make_surgery(model, device, "f32", targets, {1e-2, 0.9, 0.999, 1e-8, 0.0}, 1);
   s->set(gather_slices(w, targets), AdamState{});
   const int steps = sc["steps"], accum = sc["grad_accum"];

@@ -92,15 +92,7 @@ TEST_P(GoldenTraining, ThreeStepSurgicalRun) {
   std::set<int> layers;
   for (auto t : targets) layers.insert(t.layer);
   const ModelConfig& c = w.config;
-  for (int l : layers) {  // weights right after the reference's re-initialisation
-    const std::string p = "surgery.init." + std::to_string(l) + ".";
-    w.layers[l][LayerRole::wqkv] =
-        from_file_layout(c, LayerRole::wqkv, floats(g, p + "qkv.weight"));
-    if (c.linear_bias)
-      w.layers[l][LayerRole::bqkv] =
-          from_file_layout(c, LayerRole::bqkv, floats(g, p + "qkv.bias"));
-    w.layers[l][LayerRole::wo] = floats(g, p + "dense.weight");
-  }
+  test::set_golden_init(g, layers, w);  // the weights right after the reference's re-init
   const TrainWeights before = w;
   // golden.json: AdamW lr 1e-2, betas (0.9, 0.999), eps 1e-8, no decay; warm-up 1 of 3 steps;
   // accumulation 2; clip 1.0.
