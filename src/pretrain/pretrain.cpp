@@ -9,14 +9,14 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "engine/cpu/optimizer.h"
 #include "engine/cpu/save.h"
 #include "engine/cpu/train.h"
 #include "eval/perplexity.h"
 #include "io/dtype.h"
 #include "model/alibi.h"
-#include "surgery/schedule.h"
-#include "engine/cpu/optimizer.h"
 #include "surgery/plan.h"
+#include "surgery/schedule.h"
 #include "text/bpe_trainer.h"
 #include "text/corpus.h"
 #include "text/tokenizer.h"
