@@ -189,6 +189,40 @@ inline std::vector<double> head_weights(const Tensors& t, const Model& m, bool t
 }
 
 // HF BloomForCausalLM (transformers/models/bloom/modeling_bloom.py).
+// The checkpoint names of one family's block tensors, written out plainly (independent of
+// src/model/roles.cpp, which this reference checks).
+struct BlockNames {
+  const char *layer, *ln1, *qkv, *dense, *ln2, *up, *down, *ln_f;
+};
+inline constexpr BlockNames kBloomNames{"h.",
+                                        "input_layernorm",
+                                        "self_attention.query_key_value",
+                                        "self_attention.dense",
+                                        "post_attention_layernorm",
+                                        "mlp.dense_h_to_4h",
+                                        "mlp.dense_4h_to_h",
+                                        "ln_f"};
+inline constexpr BlockNames kMptNames{"blocks.", "norm_1",      "attn.Wqkv",     "attn.out_proj",
+                                      "norm_2",  "ffn.up_proj", "ffn.down_proj", "norm_f"};
+
+// The blocks, the final norm and the output head.
+inline void load_blocks(const nlohmann::json& c, const Tensors& t, const BlockNames& n,
+                        bool norm_bias, bool linear_bias, Model& m) {
+  for (int64_t i = 0; i < m.L; ++i) {
+    const std::string p = n.layer + std::to_string(i) + ".";
+    Block b;
+    b.ln1 = t.layer_norm(p + n.ln1, m.d, norm_bias);
+    b.qkv = t.linear(p + n.qkv, 3 * m.d, m.d, linear_bias);
+    b.dense = t.linear(p + n.dense, m.d, m.d, linear_bias);
+    b.ln2 = t.layer_norm(p + n.ln2, m.d, norm_bias);
+    b.up = t.linear(p + n.up, m.ffn, m.d, linear_bias);
+    b.down = t.linear(p + n.down, m.d, m.ffn, linear_bias);
+    m.blocks.push_back(std::move(b));
+  }
+  m.ln_f = t.layer_norm(n.ln_f, m.d, norm_bias);
+  m.head = head_weights(t, m, config_value<bool>(c, {"tie_word_embeddings"}, true));
+}
+
 inline Model load_bloom(const nlohmann::json& c, const Tensors& t) {
   Model m;
   m.family = Family::Bloom;
@@ -204,19 +238,7 @@ inline Model load_bloom(const nlohmann::json& c, const Tensors& t) {
   m.slopes = alibi_slopes(m.H, 8);
   m.emb = t.get("word_embeddings.weight", {m.V, m.d});
   m.emb_ln = t.layer_norm("word_embeddings_layernorm", m.d, true);
-  for (int64_t i = 0; i < m.L; ++i) {
-    const std::string p = "h." + std::to_string(i) + ".";
-    Block b;
-    b.ln1 = t.layer_norm(p + "input_layernorm", m.d, true);
-    b.qkv = t.linear(p + "self_attention.query_key_value", 3 * m.d, m.d, true);
-    b.dense = t.linear(p + "self_attention.dense", m.d, m.d, true);
-    b.ln2 = t.layer_norm(p + "post_attention_layernorm", m.d, true);
-    b.up = t.linear(p + "mlp.dense_h_to_4h", m.ffn, m.d, true);
-    b.down = t.linear(p + "mlp.dense_4h_to_h", m.d, m.ffn, true);
-    m.blocks.push_back(std::move(b));
-  }
-  m.ln_f = t.layer_norm("ln_f", m.d, true);
-  m.head = head_weights(t, m, config_value<bool>(c, {"tie_word_embeddings"}, true));
+  load_blocks(c, t, kBloomNames, true, true, m);
   return m;
 }
 
@@ -255,19 +277,7 @@ inline Model load_mpt(const nlohmann::json& c, const Tensors& t) {
     }
   }
   m.emb = t.get("wte.weight", {m.V, m.d});
-  for (int64_t i = 0; i < m.L; ++i) {
-    const std::string p = "blocks." + std::to_string(i) + ".";
-    Block b;
-    b.ln1 = t.layer_norm(p + "norm_1", m.d, bias);
-    b.qkv = t.linear(p + "attn.Wqkv", 3 * m.d, m.d, bias);
-    b.dense = t.linear(p + "attn.out_proj", m.d, m.d, bias);
-    b.ln2 = t.layer_norm(p + "norm_2", m.d, bias);
-    b.up = t.linear(p + "ffn.up_proj", m.ffn, m.d, bias);
-    b.down = t.linear(p + "ffn.down_proj", m.d, m.ffn, bias);
-    m.blocks.push_back(std::move(b));
-  }
-  m.ln_f = t.layer_norm("norm_f", m.d, bias);
-  m.head = head_weights(t, m, config_value<bool>(c, {"tie_word_embeddings"}, true));
+  load_blocks(c, t, kMptNames, bias, bias, m);
   return m;
 }
 
@@ -293,19 +303,7 @@ inline Model load_falcon(const nlohmann::json& c, const Tensors& t) {
   m.slopes = alibi_slopes(m.H, 8);
   const bool bias = config_value<bool>(c, {"bias"}, false);
   m.emb = t.get("word_embeddings.weight", {m.V, m.d});
-  for (int64_t i = 0; i < m.L; ++i) {
-    const std::string p = "h." + std::to_string(i) + ".";
-    Block b;
-    b.ln1 = t.layer_norm(p + "input_layernorm", m.d, true);
-    b.qkv = t.linear(p + "self_attention.query_key_value", 3 * m.d, m.d, bias);
-    b.dense = t.linear(p + "self_attention.dense", m.d, m.d, bias);
-    b.ln2 = t.layer_norm(p + "post_attention_layernorm", m.d, true);
-    b.up = t.linear(p + "mlp.dense_h_to_4h", m.ffn, m.d, bias);
-    b.down = t.linear(p + "mlp.dense_4h_to_h", m.d, m.ffn, bias);
-    m.blocks.push_back(std::move(b));
-  }
-  m.ln_f = t.layer_norm("ln_f", m.d, true);
-  m.head = head_weights(t, m, config_value<bool>(c, {"tie_word_embeddings"}, true));
+  load_blocks(c, t, kBloomNames, true, bias, m);
   return m;
 }
 
