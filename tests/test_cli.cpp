@@ -14,6 +14,7 @@
 
 #include "golden_data.h"
 #include "io/safetensors.h"
+#include "scratch_test.h"
 #include "test_util.h"
 
 namespace {
@@ -26,18 +27,8 @@ using hs::test::Result;
 
 using hs::test::slurp;
 
-class Cli : public ::testing::Test {
+class Cli : public hs::test::ScratchTest<> {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("hs_cli_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  Result run(const std::string& args) { return hs::test::run_binary(dir_, args); }
   // A copy of tiny8 that a test may break.
   fs::path copy_model() {
     const fs::path m = dir_ / ("model" + std::to_string(++copies_));
@@ -46,19 +37,6 @@ class Cli : public ::testing::Test {
       fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
     return m;
   }
-  fs::path write(const std::string& name, const std::string& content) {
-    const fs::path p = dir_ / name;
-    std::ofstream(p, std::ios::binary) << content;
-    return p;
-  }
-  // Exit 1 and exactly one stderr line containing every needle.
-  void expect_error(const Result& r, std::initializer_list<std::string> needles) {
-    EXPECT_EQ(r.code, 1) << r.err;
-    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-    for (const auto& n : needles)
-      EXPECT_NE(r.err.find(n), std::string::npos) << n << " in: " << r.err;
-  }
-  fs::path dir_;
   int copies_ = 0;
 };
 

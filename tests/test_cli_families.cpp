@@ -12,6 +12,7 @@
 #include <set>
 
 #include "io/safetensors.h"
+#include "scratch_test.h"
 #include "test_util.h"
 
 namespace {
@@ -43,23 +44,13 @@ std::string at_layer(std::string pattern, int l) {
   return pattern.replace(pattern.find("{}"), 2, std::to_string(l));
 }
 
-class CliFamily : public ::testing::TestWithParam<FamilyCase> {
+class CliFamily : public hs::test::ScratchTest<::testing::TestWithParam<FamilyCase>> {
  protected:
   void SetUp() override {
+    ScratchTest::SetUp();
     model_ = std::string(HS_TEST_DATA) + "/golden/models/" + GetParam().dir;
-    dir_ = fs::temp_directory_path() /
-           ("hs_clifam_" + std::to_string(::getpid()) + "_" + GetParam().name);
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  Result run(const std::string& args) { return hs::test::run_binary(dir_, args); }
-  fs::path write(const std::string& name, const std::string& content) {
-    std::ofstream(dir_ / name, std::ios::binary) << content;
-    return dir_ / name;
   }
   std::string model_;
-  fs::path dir_;
 };
 
 TEST_P(CliFamily, EveryCommand) {

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "golden_data.h"
+#include "scratch_test.h"
 #include "test_util.h"
 #include "tiny_run.h"
 
@@ -25,30 +26,8 @@ const std::string kTiny8 = std::string(HS_TEST_DATA) + "/golden/models/tiny8";
 
 using hs::test::Result;
 
-class DriftReport : public ::testing::Test {
+class DriftReport : public hs::test::ScratchTest<> {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("hs_drift_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  Result run(const std::string& args) { return hs::test::run_binary(dir_, args); }
-  fs::path write(const std::string& name, const std::string& content) {
-    std::ofstream(dir_ / name, std::ios::binary) << content;
-    return dir_ / name;
-  }
-  std::string p(const std::string& name) const { return (dir_ / name).string(); }
-  // Exit 1 and exactly one stderr line containing every needle.
-  static void expect_error(const Result& r, std::initializer_list<std::string> needles) {
-    EXPECT_EQ(r.code, 1) << r.err;
-    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-    for (const auto& n : needles)
-      EXPECT_NE(r.err.find(n), std::string::npos) << n << " in: " << r.err;
-  }
   // tiny8 with the query rows of layer 2, head 3 scaled: only that head's attention changes
   // (layer 2 is the last, so nothing downstream of it is diagnosed).
   fs::path edited_model() {
@@ -62,7 +41,6 @@ class DriftReport : public ::testing::Test {
     });
     return m;
   }
-  fs::path dir_;
 };
 
 TEST_F(DriftReport, HelpAndUsage) {
@@ -71,18 +49,20 @@ TEST_F(DriftReport, HelpAndUsage) {
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << sub;
   }
-  EXPECT_EQ(run("drift " + kTiny8).code, 2);   // AFTER missing
-  EXPECT_EQ(run("report " + p("x")).code, 2);  // -o missing
+  EXPECT_EQ(run("drift " + kTiny8).code, 2);      // AFTER missing
+  EXPECT_EQ(run("report " + path("x")).code, 2);  // -o missing
   EXPECT_EQ(run("drift a.json b.json --threshold -1").code, 2);
 }
 
 TEST_F(DriftReport, DriftOfTwoDiagnosisFiles) {
-  ASSERT_EQ(run("diagnose " + kTiny8 + " -q --json " + p("before.json")).code, 0);
-  ASSERT_EQ(run("diagnose " + edited_model().string() + " -q --json " + p("after.json")).code, 0);
+  ASSERT_EQ(run("diagnose " + kTiny8 + " -q --json " + path("before.json")).code, 0);
+  ASSERT_EQ(run("diagnose " + edited_model().string() + " -q --json " + path("after.json")).code,
+            0);
   write("plan.json", R"({"targets": {"1": [3], "2": [5]}})");
 
-  Result r = run("drift " + p("before.json") + " " + p("after.json") + " --plan " + p("plan.json") +
-                 " --threshold 0 --json " + p("drift.json") + " --svg " + p("drift.svg"));
+  Result r = run("drift " + path("before.json") + " " + path("after.json") + " --plan " +
+                 path("plan.json") + " --threshold 0 --json " + path("drift.json") + " --svg " +
+                 path("drift.svg"));
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("frozen in zone"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("class changes:"), std::string::npos) << r.out;
@@ -106,7 +86,7 @@ TEST_F(DriftReport, DriftOfTwoDiagnosisFiles) {
   EXPECT_NE(svg.find("δ = after − before"), std::string::npos);
 
   // --json - : JSON only; a diagnosis against itself: nothing moves.
-  r = run("drift " + p("before.json") + " " + p("before.json") + " --json -");
+  r = run("drift " + path("before.json") + " " + path("before.json") + " --json -");
   ASSERT_EQ(r.code, 0) << r.err;
   const json same = json::parse(r.out);
   EXPECT_EQ(same["outside"]["heads"], 24);
@@ -135,19 +115,20 @@ TEST_F(DriftReport, DriftOfAModelAgainstAnEditedCopy) {
   EXPECT_NE(double(j["delta"][2][3]), 0.0);
 
   // A diagnosis file on one side and a model on the other measure the same thing.
-  ASSERT_EQ(run("diagnose " + kTiny8 + " -q --json " + p("before.json")).code, 0);
+  ASSERT_EQ(run("diagnose " + kTiny8 + " -q --json " + path("before.json")).code, 0);
   const Result mixed =
-      run("drift " + p("before.json") + " " + edited.string() + " --threshold 0 --json -");
+      run("drift " + path("before.json") + " " + edited.string() + " --threshold 0 --json -");
   ASSERT_EQ(mixed.code, 0) << mixed.err;
   EXPECT_EQ(json::parse(mixed.out)["delta"], j["delta"]);
   // ... unless the prompts differ, which is worth a warning.
-  const Result bos = run("drift " + p("before.json") + " " + edited.string() + " --bos --json -");
+  const Result bos =
+      run("drift " + path("before.json") + " " + edited.string() + " --bos --json -");
   ASSERT_EQ(bos.code, 0) << bos.err;
   EXPECT_NE(bos.err.find("warning"), std::string::npos) << bos.err;
 }
 
 TEST_F(DriftReport, DriftErrorsNameTheirFile) {
-  ASSERT_EQ(run("diagnose " + kTiny8 + " -q --json " + p("d.json")).code, 0);
+  ASSERT_EQ(run("diagnose " + kTiny8 + " -q --json " + path("d.json")).code, 0);
   // The same diagnosis cut to two layers: a valid file of another shape.
   json small = json::parse(slurp(dir_ / "d.json"));
   small["layers"] = 2;
@@ -156,15 +137,17 @@ TEST_F(DriftReport, DriftErrorsNameTheirFile) {
     if (e["layer"] != 2) kept.push_back(e);
   small["heads_detail"] = kept;
   write("small.json", small.dump());
-  expect_error(run("drift " + p("d.json") + " " + p("small.json")),
-               {p("small.json"), "2 layers x 8 heads", p("d.json") + " has 3 x 8"});
-  expect_error(run("drift " + p("d.json") + " " + p("missing.json")), {p("missing.json")});
+  expect_error(run("drift " + path("d.json") + " " + path("small.json")),
+               {path("small.json"), "2 layers x 8 heads", path("d.json") + " has 3 x 8"});
+  expect_error(run("drift " + path("d.json") + " " + path("missing.json")), {path("missing.json")});
   write("broken.json", "{\"version\": 1");
-  expect_error(run("drift " + p("broken.json") + " " + p("d.json")), {p("broken.json")});
-  expect_error(run("drift " + p("d.json") + " " + p("no-such-model")), {p("no-such-model")});
+  expect_error(run("drift " + path("broken.json") + " " + path("d.json")), {path("broken.json")});
+  expect_error(run("drift " + path("d.json") + " " + path("no-such-model")),
+               {path("no-such-model")});
   write("plan.json", R"({"targets": {"1": [9]}})");
-  expect_error(run("drift " + p("d.json") + " " + p("d.json") + " --plan " + p("plan.json")),
-               {p("plan.json"), "head 9"});
+  expect_error(
+      run("drift " + path("d.json") + " " + path("d.json") + " --plan " + path("plan.json")),
+      {path("plan.json"), "head 9"});
 }
 
 TEST_F(DriftReport, RepairKeepsDiagnosesAndTheReportShowsTheRun) {
@@ -198,9 +181,9 @@ TEST_F(DriftReport, RepairKeepsDiagnosesAndTheReportShowsTheRun) {
       {{"prompt", "x"}, {"text", "x<script>alert(1)</script> & <img src=x onerror=alert(2)>"}});
   std::ofstream(run_dir / "trajectory.json") << edited.dump(1);
 
-  const Result r = run("report " + run_dir.string() + " -o " + p("report.html"));
+  const Result r = run("report " + run_dir.string() + " -o " + path("report.html"));
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(r.out, "wrote " + p("report.html") + "\n");
+  EXPECT_EQ(r.out, "wrote " + path("report.html") + "\n");
   const std::string h = slurp(dir_ / "report.html");
   EXPECT_EQ(h.rfind("<!DOCTYPE html>", 0), 0u);
   // Self-contained: nothing fetched, nothing run.
@@ -241,7 +224,7 @@ TEST_F(DriftReport, ReportOfAShortRunAndOfMissingPieces) {
   ASSERT_EQ(hs::test::tiny_repair_run(dir_, "run", 1, 0), 0) << slurp(dir_ / "repair.err");
   const fs::path run_dir = dir_ / "run";
   ASSERT_EQ(json::parse(slurp(run_dir / "trajectory.json")).size(), 1u);
-  Result r = run("report " + run_dir.string() + " -o " + p("one.html"));
+  Result r = run("report " + run_dir.string() + " -o " + path("one.html"));
   ASSERT_EQ(r.code, 0) << r.err;
   std::string h = slurp(dir_ / "one.html");
   EXPECT_EQ(h.find("no data"), std::string::npos);  // a single point is still drawn
@@ -249,7 +232,7 @@ TEST_F(DriftReport, ReportOfAShortRunAndOfMissingPieces) {
 
   // A run from before repair kept diagnoses: the figures that need them say so.
   fs::remove(run_dir / "diagnosis_before.json");
-  r = run("report " + run_dir.string() + " -o " + p("nodiag.html"));
+  r = run("report " + run_dir.string() + " -o " + path("nodiag.html"));
   ASSERT_EQ(r.code, 0) << r.err;
   h = slurp(dir_ / "nodiag.html");
   EXPECT_NE(h.find("diagnosis_before.json is missing"), std::string::npos);
@@ -263,7 +246,7 @@ TEST_F(DriftReport, ReportOfAShortRunAndOfMissingPieces) {
   EXPECT_EQ(r.out.find("wrote"), std::string::npos);
 
   std::ofstream(run_dir / "trajectory.json") << "[1, 2]";
-  expect_error(run("report " + run_dir.string() + " -o " + p("x.html")),
+  expect_error(run("report " + run_dir.string() + " -o " + path("x.html")),
                {(run_dir / "trajectory.json").string()});
   EXPECT_FALSE(fs::exists(dir_ / "x.html"));
 }
@@ -274,11 +257,12 @@ TEST_F(DriftReport, ReportOfTwoPassesShowsThemInOrder) {
   ASSERT_EQ(hs::test::tiny_repair_run(dir_, "pass1", 1, 0), 0) << slurp(dir_ / "repair.err");
   write("plan2.json", R"({"targets": {"1": [2]}, "frozen_watch": {"1": [3]}})");
   const Result rep =
-      run("repair " + p("pass1/best") + " --plan " + p("plan2.json") + " --corpus " +
-          p("corpus.txt") + " -o " + p("pass2") +
+      run("repair " + path("pass1/best") + " --plan " + path("plan2.json") + " --corpus " +
+          path("corpus.txt") + " -o " + path("pass2") +
           " --seq 32 --accum 4 --epochs 1 --eval-every 1 --gen-tokens 4 -q --lr 1e-2");
   ASSERT_EQ(rep.code, 0) << rep.err;
-  const Result r = run("report " + p("pass1") + " " + p("pass2") + " -o " + p("both.html"));
+  const Result r =
+      run("report " + path("pass1") + " " + path("pass2") + " -o " + path("both.html"));
   ASSERT_EQ(r.code, 0) << r.err;
   const std::string h = slurp(dir_ / "both.html");
   EXPECT_EQ(h.find("class=\"missing\""), std::string::npos);
@@ -327,21 +311,22 @@ TEST_F(DriftReport, ReportOfTwoPassesShowsThemInOrder) {
   EXPECT_EQ(svgs, 11u);
 
   // Given the other way round, the page says pass 2 did not start from pass 1's run.
-  ASSERT_EQ(run("report " + p("pass2") + " " + p("pass1") + " -o " + p("rev.html")).code, 0);
+  ASSERT_EQ(run("report " + path("pass2") + " " + path("pass1") + " -o " + path("rev.html")).code,
+            0);
   EXPECT_NE(slurp(dir_ / "rev.html")
-                .find("which is not a checkpoint of the run of pass 1 (" + p("pass2") + ")"),
+                .find("which is not a checkpoint of the run of pass 1 (" + path("pass2") + ")"),
             std::string::npos);
-  expect_error(run("report " + p("pass1") + " " + kTiny8 + " -o " + p("r.html")),
+  expect_error(run("report " + path("pass1") + " " + kTiny8 + " -o " + path("r.html")),
                {kTiny8, "plan.json"});
 }
 
 TEST_F(DriftReport, ReportOfSomethingElseIsOneLineNamingIt) {
   fs::create_directories(dir_ / "empty");
-  expect_error(run("report " + p("empty") + " -o " + p("r.html")),
-               {p("empty"), "not a repair run directory"});
-  expect_error(run("report " + kTiny8 + " -o " + p("r.html")), {kTiny8, "plan.json"});
-  expect_error(run("report " + p("nowhere") + " -o " + p("r.html")), {p("nowhere")});
-  expect_error(run("report " + p("empty") + " -o " + p("no/dir/r.html")), {"r.html"});
+  expect_error(run("report " + path("empty") + " -o " + path("r.html")),
+               {path("empty"), "not a repair run directory"});
+  expect_error(run("report " + kTiny8 + " -o " + path("r.html")), {kTiny8, "plan.json"});
+  expect_error(run("report " + path("nowhere") + " -o " + path("r.html")), {path("nowhere")});
+  expect_error(run("report " + path("empty") + " -o " + path("no/dir/r.html")), {"r.html"});
 }
 
 }  // namespace

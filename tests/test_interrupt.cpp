@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "io/safetensors.h"
+#include "scratch_test.h"
 #include "test_util.h"
 
 namespace {
@@ -123,21 +124,8 @@ double stop(Child& c, int sig, int code = 130) {
   return s;
 }
 
-class Interrupt : public ::testing::Test {
+class Interrupt : public hs::test::ScratchTest<> {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("hs_interrupt_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  void write(const std::string& name, const std::string& content) const {
-    std::ofstream(dir_ / name, std::ios::binary) << content;
-  }
   // The demo corpus concatenated `copies` times: a long text.
   std::string long_text(int copies) const {
     std::string one;
@@ -166,7 +154,6 @@ class Interrupt : public ::testing::Test {
   nlohmann::json state(const std::string& run) const {
     return nlohmann::json::parse(slurp(dir_ / run / "state" / "state.json"));
   }
-  fs::path dir_;
 };
 
 // The "done when": SIGINT in the middle of step 2 (of 2): exit 130 within the limit, the

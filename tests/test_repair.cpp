@@ -15,6 +15,7 @@
 
 #include "golden_data.h"
 #include "io/safetensors.h"
+#include "scratch_test.h"
 #include "test_util.h"
 
 namespace {
@@ -25,14 +26,10 @@ const std::string kTiny8 = std::string(HS_TEST_DATA) + "/golden/models/tiny8";
 
 using hs::test::slurp;
 
-class Repair : public ::testing::Test {
+class Repair : public hs::test::ScratchTest<> {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("hs_repair_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    ScratchTest::SetUp();
     std::mt19937 rng(1);
     const char* words[] = {"the", "cat", "sat",  "on",   "a",    "mat", "while", "dogs",
                            "ran", "far", "away", "from", "home", "and", "birds", "sang"};
@@ -41,8 +38,6 @@ class Repair : public ::testing::Test {
     write("corpus.txt", text);
     write("plan.json", R"({"targets": {"0": [7], "2": [4, 6]}, "frozen_watch": {"2": [5]}})");
   }
-  void TearDown() override { fs::remove_all(dir_); }
-
   int run(const std::string& args, std::string* err = nullptr) {
     const std::string e = (dir_ / "stderr").string();
     const int st =
@@ -50,16 +45,12 @@ class Repair : public ::testing::Test {
     if (err) *err = slurp(e);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   }
-  void write(const std::string& name, const std::string& content) {
-    std::ofstream(dir_ / name, std::ios::binary) << content;
-  }
   std::string repair_args(const std::string& out, int epochs = 3, const char* lr = "1e-2") {
     return "repair " + kTiny8 + " --plan " + (dir_ / "plan.json").string() + " --corpus " +
            (dir_ / "corpus.txt").string() + " -o " + (dir_ / out).string() +
            " --seq 32 --accum 4 --eval-every 1 --gen-tokens 4 -q --epochs " +
            std::to_string(epochs) + " --lr " + lr;
   }
-  fs::path dir_;
 };
 
 TEST_F(Repair, TrainsOnlyTheTargetSlicesAndWritesLoadableCheckpoints) {
