@@ -82,7 +82,10 @@ class CudaSurgery final : public Surgery {
     for (const HeadRef& t : host_.targets)
       if (t.layer == l0_) mask[t.head] = 1;
     head_mask_ = DeviceBuffer(mask.size());
-    HS_CUDA(cudaMemcpy(head_mask_.as<void>(), mask.data(), mask.size(), cudaMemcpyHostToDevice));
+    // On the engine's stream: a cudaMemcpy from pageable memory may return before its DMA has
+    // landed, and the non-blocking stream that reads the mask would not wait for it.
+    HS_CUDA(cudaMemcpyAsync(head_mask_.as<void>(), mask.data(), mask.size(), cudaMemcpyHostToDevice,
+                            e_.stream()));
     // Rows per pass: what the backward keeps of them fills at most a third of what the GPU holds
     // beyond the weights, and 4 GiB. From the GPU's total memory, not its free memory, so that a
     // run and its resumed continuation group their sequences, and sum their gradients, alike.
