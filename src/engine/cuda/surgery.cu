@@ -346,9 +346,6 @@ double CudaSurgery<W>::pass(const std::vector<const std::vector<int32_t>*>& seqs
     logsumexp_update(chunk, N, n, int(v0), d_target, run_m, run_s, tgt, st);
   }
   logsumexp_finish(lse, run_m, run_s, N, st);
-  std::vector<float> h_lse(N), h_tgt(N);
-  HS_CUDA(cudaMemcpyAsync(h_lse.data(), lse, size_t(N) * 4, cudaMemcpyDeviceToHost, st));
-  HS_CUDA(cudaMemcpyAsync(h_tgt.data(), tgt, size_t(N) * 4, cudaMemcpyDeviceToHost, st));
   float* dxf = g.db;  // the final norm output's gradient
   HS_CUDA(cudaMemsetAsync(dxf, 0, nd * 4, st));
   for (int64_t v0 = 0; v0 < V; v0 += Vc) {
@@ -366,6 +363,11 @@ double CudaSurgery<W>::pass(const std::vector<const std::vector<int32_t>*>& seqs
     check_interrupted();
     backward_layer(l, N, map, Tmax, kv_.as<float>() + l * layer_kv, g);
   }
+  // The loss's terms come back only now: with no Ctrl-C check between these copies and the
+  // synchronisation, an interrupted pass leaves no copy into host vectors that are gone.
+  std::vector<float> h_lse(N), h_tgt(N);
+  HS_CUDA(cudaMemcpyAsync(h_lse.data(), lse, size_t(N) * 4, cudaMemcpyDeviceToHost, st));
+  HS_CUDA(cudaMemcpyAsync(h_tgt.data(), tgt, size_t(N) * 4, cudaMemcpyDeviceToHost, st));
   HS_CUDA(cudaStreamSynchronize(st));
   double loss = 0;  // as the CPU sums it (engine/cpu/train.cpp)
   for (int r = 0; r < N; ++r)
