@@ -31,12 +31,18 @@ using test::floats;
 using test::id_rows;
 using test::rel_err;
 
-// max |a - b| / max |b| over every buffer of two slice sets.
-double slices_err(const TargetSlices& a, const TargetSlices& b) {
+// max |a - b| / max |b| over every buffer of two slice sets. Without clip_qkv the key rows of a
+// qkv bias are left out: their gradient is exactly 0 (a key bias adds the same q . b_k to every
+// score of a row, which the softmax ignores), so each device trains them on its own fp32 noise
+// (~1e-9), which Adam, normalising by the gradient's own size, turns into steps of up to lr.
+double slices_err(const TargetSlices& a, const TargetSlices& b, bool key_bias) {
   double num = 0, den = 0;
   const auto x = a.buffers(), y = b.buffers();
+  const bool bias = !b.qkv_bias.empty() && !b.qkv_bias[0].empty();
+  const size_t per_target = bias ? 3 : 2, hd = size_t(b.head_dim);
   for (size_t k = 0; k < x.size(); ++k)
     for (size_t i = 0; i < x[k]->size(); ++i) {
+      if (!key_bias && bias && k % per_target == 1 && i >= hd && i < 2 * hd) continue;
       num = std::max(num, std::abs(double((*x[k])[i]) - (*y[k])[i]));
       den = std::max(den, std::abs(double((*y[k])[i])));
     }
@@ -103,7 +109,7 @@ TEST_F(GpuSurgery, MatchesTheCpuOnEveryFamily) {
       const double na = cpu->step(1e-2, 1.0), nb = gpu->step(1e-2, 1.0);
       EXPECT_NEAR(nb, na, 1e-4 * na) << "norm, step " << step;
     }
-    EXPECT_LE(slices_err(gpu->masters(), cpu->masters()), 1e-4);
+    EXPECT_LE(slices_err(gpu->masters(), cpu->masters(), model.config().clip_qkv > 0), 1e-4);
     // The engines read the trained slices: the same logits on both devices.
     ForwardOptions o;
     o.logits = true;

@@ -234,7 +234,11 @@ void CudaEngine<W>::forward_group(const std::vector<std::vector<int32_t>>& seqs,
   for (int b = 0; b < B; ++b)
     if (opts.logits) out[idx[b]].logits.assign(size_t(n_rows[b] * V), 0.0f);
   for (int64_t v0 = 0; v0 < V; v0 += Vc) {
-    check_interrupted();
+    if (interrupted()) {
+      // The copies already queued into `out` land before Interrupted takes it away.
+      HS_CUDA(cudaStreamSynchronize(stream_));
+      check_interrupted();
+    }
     const int64_t n = std::min(Vc, V - v0);
     head_logits(chunk, int(n), ws_.a, N, v0, int(n));
     if (opts.nll)

@@ -82,7 +82,10 @@ class CudaSurgery final : public Surgery {
     for (const HeadRef& t : host_.targets)
       if (t.layer == l0_) mask[t.head] = 1;
     head_mask_ = DeviceBuffer(mask.size());
-    HS_CUDA(cudaMemcpy(head_mask_.as<void>(), mask.data(), mask.size(), cudaMemcpyHostToDevice));
+    // On the engine's stream: a cudaMemcpy from pageable memory may return before its DMA has
+    // landed, and the non-blocking stream that reads the mask would not wait for it.
+    HS_CUDA(cudaMemcpyAsync(head_mask_.as<void>(), mask.data(), mask.size(), cudaMemcpyHostToDevice,
+                            e_.stream()));
     // Rows per pass: what the backward keeps of them fills at most a third of what the GPU holds
     // beyond the weights, and 4 GiB. From the GPU's total memory, not its free memory, so that a
     // run and its resumed continuation group their sequences, and sum their gradients, alike.
@@ -343,9 +346,6 @@ double CudaSurgery<W>::pass(const std::vector<const std::vector<int32_t>*>& seqs
     logsumexp_update(chunk, N, n, int(v0), d_target, run_m, run_s, tgt, st);
   }
   logsumexp_finish(lse, run_m, run_s, N, st);
-  std::vector<float> h_lse(N), h_tgt(N);
-  HS_CUDA(cudaMemcpyAsync(h_lse.data(), lse, size_t(N) * 4, cudaMemcpyDeviceToHost, st));
-  HS_CUDA(cudaMemcpyAsync(h_tgt.data(), tgt, size_t(N) * 4, cudaMemcpyDeviceToHost, st));
   float* dxf = g.db;  // the final norm output's gradient
   HS_CUDA(cudaMemsetAsync(dxf, 0, nd * 4, st));
   for (int64_t v0 = 0; v0 < V; v0 += Vc) {
@@ -363,6 +363,11 @@ double CudaSurgery<W>::pass(const std::vector<const std::vector<int32_t>*>& seqs
     check_interrupted();
     backward_layer(l, N, map, Tmax, kv_.as<float>() + l * layer_kv, g);
   }
+  // The loss's terms come back only now: with no Ctrl-C check between these copies and the
+  // synchronisation, an interrupted pass leaves no copy into host vectors that are gone.
+  std::vector<float> h_lse(N), h_tgt(N);
+  HS_CUDA(cudaMemcpyAsync(h_lse.data(), lse, size_t(N) * 4, cudaMemcpyDeviceToHost, st));
+  HS_CUDA(cudaMemcpyAsync(h_tgt.data(), tgt, size_t(N) * 4, cudaMemcpyDeviceToHost, st));
   HS_CUDA(cudaStreamSynchronize(st));
   double loss = 0;  // as the CPU sums it (engine/cpu/train.cpp)
   for (int r = 0; r < N; ++r)

@@ -1,6 +1,7 @@
 // A checkpoint's weights to the device, by role, through Checkpoint::read_rows (so every family's
 // tensors arrive converted and in the internal qkv layout).
 #include <algorithm>
+#include <cstring>
 #include <thread>
 
 #include "engine/cuda/engine_impl.cuh"
@@ -146,7 +147,12 @@ DeviceWeights<W>::DeviceWeights(const Checkpoint& ck, const std::vector<float>& 
     (it.layer < 0 ? model[it.role] : layers[it.layer].t[it.role]) = base + offset[i];
   }
   float* s = reinterpret_cast<float*>(base + slopes_at);
-  HS_CUDA(cudaMemcpy(s, host_slopes.data(), host_slopes.size() * 4, cudaMemcpyHostToDevice));
+  // Through the upload stream and waited for, as every weight: a cudaMemcpy from pageable memory
+  // may return before its DMA has landed, and the engine's non-blocking stream would not wait.
+  up.copy(s, int64_t(host_slopes.size()), 4, [&](char* p, int64_t first, int64_t n) {
+    std::memcpy(p, host_slopes.data() + first, size_t(n) * 4);
+  });
+  up.finish();
   slopes = s;
 }
 
