@@ -6,7 +6,9 @@
 # random bf16 checkpoints of real shapes (bloom-1b7 inference and pass-1 surgery beside the HF
 # anchor; mpt-7b and falcon-rw-1b without one), the demo on the GPU, the bloom-7b1 end-to-end run
 # and surgery, then a pass/fail table and the table of ratios. Nothing is built or installed
-# there. Every step's time limit is cut to what is left of a budget (HS_BUDGET_S, 470 s) and a
+# there. Arguments name the stages to run, in order (default: all, most important first):
+#   tests surgery train1b7 anchor1b7 demo bench1b7 sanitizer families e2e7b1 train7b1
+# Every step's time limit is cut to what is left of a budget (HS_BUDGET_S, 470 s) and a
 # step that would start with too little left is skipped (SKIP in the table), so the tables always
 # print and the call ends inside 8 minutes. Full logs go to $OUT.
 set -uo pipefail
@@ -37,70 +39,20 @@ short() { [ $((BUDGET - SECONDS - 10)) -lt "$1" ]; }
 section() { echo "== $1 (t=${SECONDS}s)"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader
 
-section "GPU tests"
-timeout "$(lim 150)" "$G/test_cuda" >"$OUT/test_cuda.txt" 2>&1
-rc=$?
-grep -E "HS_TEST_SEED|^\[  (PASSED|FAILED|SKIPPED) |^measured|Failure" "$OUT/test_cuda.txt" | head -60
 # count STATUS REGEX: finished tests (the lines with a time) of that status whose name matches.
 count() { grep -cE "^\[ +$1 +\] ${2:-}.*\([0-9]+ ms\)\$" "${LOG:-$OUT/test_cuda.txt}"; }
-check "test_cuda: all (exit $rc)" "$(verdict "$rc")" \
-  "$(count OK) ok, $(count FAILED) failed, $(count SKIPPED) skipped"
 # passed PATTERN: PASS when tests matching ran and none failed.
 passed() {
   local ok bad
   ok=$(count OK "$1") bad=$(count FAILED "$1")
   if [ "$bad" = 0 ] && [ "$ok" -gt 0 ]; then echo -e "PASS\t$ok ok"; else echo -e "FAIL\t$ok ok, $bad failed"; fi
 }
-# Forward kernels, then the training kernels (backward, slices, optimizer) of surgical repair.
-for t in LayerNorm Gelu Attention LogSumExp Gemm \
-  GemmTransposed LayerNormBackward GeluBackward ClampBackward AttentionBackward \
-  CrossEntropyBackward AdamW SumSquares ColumnSums Convert; do
-  printf '  %s\t%s\n' "kernel $t vs its CPU twin" "$(passed "Gpu\.${t}MatchesCpu ")" >>"$CHECKS"
-done
-for m in "${GOLDEN[@]}"; do
-  printf '  %s\t%s\n' "golden $m: forward, decoder, greedy" "$(passed "Dirs/GpuGolden\.[A-Za-z]+/${m}_[0-9]+[ ,]")" >>"$CHECKS"
-done
-for f in PostLn Mpt Falcon; do
-  printf '  %s\t%s\n' "random $f model vs the CPU engine" "$(passed "Gpu\.Random${f}ModelMatchesCpu ")" >>"$CHECKS"
-done
-
-section "GPU surgery tests"
-# The golden 3-step surgical runs, the CPU's surgery on random models of every family, 40 bf16
-# steps on the demo model beside the CPU, resume bit for bit.
-export HEADSURGEON_DEMO_DIR=$PWD/models/demo
-if short 30; then
-  check "test_cuda_surgery" SKIP "out of time"
-else
-  timeout "$(lim 150)" "$G/test_cuda_surgery" >"$OUT/test_cuda_surgery.txt" 2>&1
-  rc=$?
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^measured|Failure" "$OUT/test_cuda_surgery.txt" | head -40
-  LOG=$OUT/test_cuda_surgery.txt
-  check "test_cuda_surgery: all (exit $rc)" "$(verdict "$rc")" \
-    "$(LOG=$LOG count OK) ok, $(LOG=$LOG count FAILED) failed, $(LOG=$LOG count SKIPPED) skipped"
-  for m in "${GOLDEN[@]}"; do
-    printf '  %s\t%s\n' "surgery golden $m: 3 steps, fp32" \
-      "$(LOG=$LOG passed "Dirs/GpuSurgeryGolden\.ThreeStepSurgicalRun/${m}_[0-9]+[ ,]")" >>"$CHECKS"
-  done
-  for t in MatchesTheCpuOnEveryFamily DemoModelFortyStepsTrackTheCpu ResumeIsBitForBit; do
-    printf '  %s\t%s\n' "surgery $t" "$(LOG=$LOG passed "GpuSurgery\.$t ")" >>"$CHECKS"
-  done
-  unset LOG
-fi
-
-section "compute-sanitizer: out-of-bounds accesses and shared-memory races in the kernel tests"
-for tool in memcheck racecheck; do
-  if short 30; then
-    check "compute-sanitizer $tool" SKIP "out of time"
-    continue
-  fi
-  timeout "$(lim 90)" compute-sanitizer --tool "$tool" --error-exitcode 9 "$G/test_cuda" \
-    --gtest_filter='Gpu.*-Gpu.Random*' >"$OUT/sanitizer_$tool.txt" 2>&1
-  rc=$?
-  clean=$(grep -c "ERROR SUMMARY: 0 errors" "$OUT/sanitizer_$tool.txt")
-  echo "$tool exit $rc ($clean clean summaries)"
-  check "compute-sanitizer $tool" "$(verdict "$rc")" "exit $rc$([ $rc = 124 ] && echo ' (timed out)')"
-done
-
+# ckpt NAME SHAPE: a random bf16 checkpoint of a real shape in $W/NAME (made once).
+ckpt() {
+  [ -f "$W/$1/config.json" ] ||
+    timeout "$(lim 120)" "$G/make_random_checkpoint" --shape "$2" --dtype bf16 --tokenizer "$TOK" \
+      -o "$W/$1" >"$OUT/make_$1.txt" 2>&1
+}
 # bench MODEL_NAME SHAPE [bench_engine args...]: a random bf16 checkpoint of a real shape, timed.
 bench() {
   local name=$1 shape=$2
@@ -110,16 +62,12 @@ bench() {
     return
   fi
   section "ours: $name shape, random bf16 weights"
-  [ -f "$W/$name/config.json" ] ||
-    timeout "$(lim 120)" "$G/make_random_checkpoint" --shape "$shape" --dtype bf16 --tokenizer "$TOK" \
-      -o "$W/$name" >"$OUT/make_$name.txt" 2>&1
+  ckpt "$name" "$shape"
   timeout "$(lim 90)" "$G/bench_engine" "$W/$name" --device cuda "$@" 2>"$OUT/bench_$name.err" |
     tee -a "$OUT/results.jsonl"
   local rc=${PIPESTATUS[0]}
   check "bench $name${*:+ ($*)}" "$(verdict "$rc")" "$(tail -1 "$OUT/bench_$name.err")"
 }
-bench bloom-1b7 bloom-1b7
-
 # The paper's pass-1 plan on bloom-1b7 (the map of .anchor/hf_anchor.py: 108 heads in layers
 # 5-22), 8 x 512-token sequences per step, bf16: trained tokens/s and peak memory.
 cat >"$W/pass1_1b7.json" <<'JSON'
@@ -151,17 +99,81 @@ train() {
     check "surgery $name (peak <= $max_gib GiB)" FAIL "exit $rc, peak ${peak:-?} GiB $(tail -1 "$OUT/train_$name.err")"
   fi
 }
-train bloom-1b7 "$W/pass1_1b7.json" 8
 
-if short 60; then
-  check "demo --device cuda" SKIP "out of time"
-else
-  section "demo on the GPU (both passes and the control, bf16)"
-  timeout "$(lim 180)" "$G/headsurgeon" demo --device cuda --model "$PWD/models/demo" -o "$W/demo" \
-    --json "$OUT/demo_gpu.json" -q >"$OUT/demo_gpu.txt" 2>&1
+stage_tests() {
+  section "GPU tests"
+  timeout "$(lim 150)" "$G/test_cuda" >"$OUT/test_cuda.txt" 2>&1
   rc=$?
-  cat "$OUT/demo_gpu.txt"
-  verdict_demo=$(python3 - "$OUT/demo_gpu.json" <<'PY'
+  grep -E "HS_TEST_SEED|^\[  (PASSED|FAILED|SKIPPED) |^measured|Failure" "$OUT/test_cuda.txt" | head -60
+  check "test_cuda: all (exit $rc)" "$(verdict "$rc")" \
+    "$(count OK) ok, $(count FAILED) failed, $(count SKIPPED) skipped"
+  # Forward kernels, then the training kernels (backward, slices, optimizer) of surgical repair.
+  for t in LayerNorm Gelu Attention LogSumExp Gemm \
+    GemmTransposed LayerNormBackward GeluBackward ClampBackward AttentionBackward \
+    CrossEntropyBackward AdamW SumSquares ColumnSums Convert; do
+    printf '  %s\t%s\n' "kernel $t vs its CPU twin" "$(passed "Gpu\.${t}MatchesCpu ")" >>"$CHECKS"
+  done
+  for m in "${GOLDEN[@]}"; do
+    printf '  %s\t%s\n' "golden $m: forward, decoder, greedy" "$(passed "Dirs/GpuGolden\.[A-Za-z]+/${m}_[0-9]+[ ,]")" >>"$CHECKS"
+  done
+  for f in PostLn Mpt Falcon; do
+    printf '  %s\t%s\n' "random $f model vs the CPU engine" "$(passed "Gpu\.Random${f}ModelMatchesCpu ")" >>"$CHECKS"
+  done
+}
+stage_surgery() {
+  section "GPU surgery tests"
+  # The golden 3-step surgical runs, the CPU's surgery on random models of every family, 40 bf16
+  # steps on the demo model beside the CPU, resume bit for bit.
+  export HEADSURGEON_DEMO_DIR=$PWD/models/demo
+  if short 30; then
+    check "test_cuda_surgery" SKIP "out of time"
+  else
+    timeout "$(lim 150)" "$G/test_cuda_surgery" >"$OUT/test_cuda_surgery.txt" 2>&1
+    rc=$?
+    grep -E "^\[  (PASSED|FAILED|SKIPPED) |^measured|Failure" "$OUT/test_cuda_surgery.txt" | head -40
+    LOG=$OUT/test_cuda_surgery.txt
+    check "test_cuda_surgery: all (exit $rc)" "$(verdict "$rc")" \
+      "$(LOG=$LOG count OK) ok, $(LOG=$LOG count FAILED) failed, $(LOG=$LOG count SKIPPED) skipped"
+    for m in "${GOLDEN[@]}"; do
+      printf '  %s\t%s\n' "surgery golden $m: 3 steps, fp32" \
+        "$(LOG=$LOG passed "Dirs/GpuSurgeryGolden\.ThreeStepSurgicalRun/${m}_[0-9]+[ ,]")" >>"$CHECKS"
+    done
+    for t in MatchesTheCpuOnEveryFamily DemoModelFortyStepsTrackTheCpu ResumeIsBitForBit; do
+      printf '  %s\t%s\n' "surgery $t" "$(LOG=$LOG passed "GpuSurgery\.$t ")" >>"$CHECKS"
+    done
+    unset LOG
+  fi
+}
+stage_sanitizer() {
+  section "compute-sanitizer: out-of-bounds accesses and shared-memory races in the kernel tests"
+  for tool in memcheck racecheck; do
+    if short 30; then
+      check "compute-sanitizer $tool" SKIP "out of time"
+      continue
+    fi
+    timeout "$(lim 90)" compute-sanitizer --tool "$tool" --error-exitcode 9 "$G/test_cuda" \
+      --gtest_filter='Gpu.*-Gpu.Random*' >"$OUT/sanitizer_$tool.txt" 2>&1
+    rc=$?
+    clean=$(grep -c "ERROR SUMMARY: 0 errors" "$OUT/sanitizer_$tool.txt")
+    echo "$tool exit $rc ($clean clean summaries)"
+    check "compute-sanitizer $tool" "$(verdict "$rc")" "exit $rc$([ $rc = 124 ] && echo ' (timed out)')"
+  done
+}
+stage_bench1b7() { bench bloom-1b7 bloom-1b7; }
+stage_train1b7() {
+  short 150 || ckpt bloom-1b7 bloom-1b7
+  train bloom-1b7 "$W/pass1_1b7.json" 8
+}
+stage_demo() {
+  if short 60; then
+    check "demo --device cuda" SKIP "out of time"
+  else
+    section "demo on the GPU (both passes and the control, bf16)"
+    timeout "$(lim 180)" "$G/headsurgeon" demo --device cuda --model "$PWD/models/demo" -o "$W/demo" \
+      --json "$OUT/demo_gpu.json" -q >"$OUT/demo_gpu.txt" 2>&1
+    rc=$?
+    cat "$OUT/demo_gpu.txt"
+    verdict_demo=$(python3 - "$OUT/demo_gpu.json" <<'PY'
 import json, sys
 try:
     d = json.load(open(sys.argv[1]))
@@ -171,57 +183,107 @@ ok = d["recovered"] >= 0.9 * d["targets"] and d["control"]["recovered"] <= d["ta
 print(("PASS" if ok else "FAIL") + f"\twoken {d['recovered']}/{d['targets']}, control "
       f"{d['control']['recovered']}/{d['targets']}, {d['seconds']:.0f} s")
 PY
-)
-  printf '%s\t%s\n' "demo --device cuda (exit $rc)" "$verdict_demo" >>"$CHECKS"
-fi
-bench mpt-7b mpt-7b --what diagnose ppl --reps 5
-rm -rf "$W/mpt-7b"  # 13 GB: leave the disk to bloom-7b1
-bench falcon-rw-1b falcon-rw-1b --what diagnose ppl --reps 5
-
-if short 120; then
-  check "e2e bloom-7b1" SKIP "out of time"
-else
-  section "end to end: load + diagnose bloom-7b1 (checkpoint saved by transformers)"
-  if [ ! -f "$W/bloom-7b1/config.json" ]; then
-    timeout "$(lim 120)" python3 .anchor/hf_e2e_anchor.py save bloom-7b1 "$W/bloom-7b1" && cp "$TOK" "$W/bloom-7b1/"
+  )
+    printf '%s\t%s\n' "demo --device cuda (exit $rc)" "$verdict_demo" >>"$CHECKS"
   fi
-  for run in 1 2; do
-    if t=$( { TIMEFORMAT=%R; time timeout "$(lim 60)" "$G/headsurgeon" diagnose "$W/bloom-7b1" --device cuda -q \
-                --json "$W/diag7b1.json" >/dev/null 2>"$OUT/e2e_err.txt"; } 2>&1); then
-      echo "{\"what\":\"e2e_7b1\",\"run\":$run,\"seconds\":$t}" | tee -a "$OUT/results.jsonl"
-      check "e2e bloom-7b1 run $run" PASS "${t}s"
-    else
-      echo "e2e run $run failed: $(cat "$OUT/e2e_err.txt")"
-      check "e2e bloom-7b1 run $run" FAIL "$(tail -1 "$OUT/e2e_err.txt")"
+}
+stage_families() {
+  bench mpt-7b mpt-7b --what diagnose ppl --reps 5
+  rm -rf "$W/mpt-7b"  # 13 GB: leave the disk to bloom-7b1
+  bench falcon-rw-1b falcon-rw-1b --what diagnose ppl --reps 5
+}
+stage_e2e7b1() {
+  if short 120; then
+    check "e2e bloom-7b1" SKIP "out of time"
+  else
+    section "end to end: load + diagnose bloom-7b1 (checkpoint saved by transformers)"
+    if [ ! -f "$W/bloom-7b1/config.json" ]; then
+      timeout "$(lim 120)" python3 .anchor/hf_e2e_anchor.py save bloom-7b1 "$W/bloom-7b1" && cp "$TOK" "$W/bloom-7b1/"
     fi
-  done
-  for run in 1 2; do timeout "$(lim 60)" python3 .anchor/hf_e2e_anchor.py run "$W/bloom-7b1" cuda; done 2>&1 |
-    tee "$OUT/hf_e2e.txt"
-fi
-
-# bloom-7b1 with a pass-1-shaped plan (heads 17-31 of layers 5-25): within 40 GB of one GPU.
-python3 - "$W/pass1_7b1.json" <<'PY'
+    for run in 1 2; do
+      if t=$( { TIMEFORMAT=%R; time timeout "$(lim 60)" "$G/headsurgeon" diagnose "$W/bloom-7b1" --device cuda -q \
+                  --json "$W/diag7b1.json" >/dev/null 2>"$OUT/e2e_err.txt"; } 2>&1); then
+        echo "{\"what\":\"e2e_7b1\",\"run\":$run,\"seconds\":$t}" | tee -a "$OUT/results.jsonl"
+        check "e2e bloom-7b1 run $run" PASS "${t}s"
+      else
+        echo "e2e run $run failed: $(cat "$OUT/e2e_err.txt")"
+        check "e2e bloom-7b1 run $run" FAIL "$(tail -1 "$OUT/e2e_err.txt")"
+      fi
+    done
+    for run in 1 2; do timeout "$(lim 60)" python3 .anchor/hf_e2e_anchor.py run "$W/bloom-7b1" cuda; done 2>&1 |
+      tee "$OUT/hf_e2e.txt"
+  fi
+}
+stage_train7b1() {
+  # bloom-7b1 with a pass-1-shaped plan (heads 17-31 of layers 5-25): within 40 GB of one GPU.
+  python3 - "$W/pass1_7b1.json" <<'PY'
 import json, sys
 json.dump({"targets": {str(l): list(range(17, 32)) for l in range(5, 26)}, "frozen_watch": {}},
           open(sys.argv[1], "w"))
 PY
-train bloom-7b1 "$W/pass1_7b1.json" 40
-if short 100; then
-  check "HF anchor surgery 7b1" SKIP "out of time"
-else
-  section "HF anchor: surgery on bloom-7b1"
-  timeout "$(lim 150)" python3 bench/hf_train_anchor.py bloom-7b1 2>"$OUT/hf_train_err.txt" |
-    tee -a "$OUT/results.jsonl"
-fi
+  short 200 || ckpt bloom-7b1 bloom-7b1  # e2e7b1 saves one through transformers, if it ran first
+  train bloom-7b1 "$W/pass1_7b1.json" 40
+  if short 100; then
+    check "HF anchor surgery 7b1" SKIP "out of time"
+  else
+    section "HF anchor: surgery on bloom-7b1"
+    timeout "$(lim 150)" python3 bench/hf_train_anchor.py bloom-7b1 2>"$OUT/hf_train_err.txt" |
+      tee -a "$OUT/results.jsonl"
+  fi
+}
+stage_profile() {
+  # Where a training step's GPU time goes: every kernel of bench_surgery's warm-up step and one
+  # timed step on bloom-1b7's pass 1, timed by Nsight Compute (clocks as found), summed per kernel.
+  if short 100 || [ ! -f "$W/bloom-1b7/config.json" ]; then
+    check "profile surgery 1b7" SKIP "out of time or no checkpoint"
+    return
+  fi
+  section "profile: surgery on bloom-1b7, kernel times"
+  timeout "$(lim 120)" ncu --clock-control none --metrics gpu__time_duration.sum --csv --page raw \
+    "$G/bench_surgery" "$W/bloom-1b7" --plan "$W/pass1_1b7.json" --device cuda --seq 512 \
+    --accum 8 --steps 1 >"$OUT/profile_1b7.csv" 2>"$OUT/profile_1b7.err"
+  local rc=$?
+  python3 - "$OUT/profile_1b7.csv" <<'PY'
+import csv, collections, re, sys
+rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+head = rows[0]
+name, t = head.index("Kernel Name"), head.index("gpu__time_duration.sum")
+unit = {"ns": 1e-3, "us": 1, "usecond": 1, "ms": 1e3, "msecond": 1e3}.get(rows[1][t], 1e-3)
+tot, cnt = collections.Counter(), collections.Counter()
+for r in rows[1:]:
+    try:
+        us = float(r[t].replace(",", "")) * unit
+    except ValueError:
+        continue  # the row of units
+    k = re.sub(r"<unnamed>::|\(anonymous namespace\)::|^void ", "", r[name])
+    k = re.sub(r"[<(].*", "", k).split("::")[-1].strip()[:48]
+    tot[k] += us
+    cnt[k] += 1
+s = sum(tot.values())
+print(f"{'kernel':48} {'calls':>6} {'ms':>9} {'share':>6}")
+for k, v in tot.most_common(18):
+    print(f"{k:48} {cnt[k]:6} {v / 1e3:9.2f} {100 * v / s:5.1f}%")
+print(f"{'all kernels (warm-up + 1 step)':48} {sum(cnt.values()):6} {s / 1e3:9.2f}")
+PY
+  check "profile surgery 1b7" "$(verdict "$rc")" "exit $rc"
+}
+stage_anchor1b7() {
+  if short 100; then
+    check "HF anchor bloom-1b7" SKIP "out of time"
+  else
+    section "HF anchor (bloom-1b7)"
+    OUT=$OUT timeout "$(lim 150)" python3 .anchor/hf_anchor.py bloom-1b7 >"$OUT/anchor.txt" 2>&1
+    grep -E "bloom-1b7" "$OUT/anchor.txt"
+    timeout "$(lim 60)" python3 bench/hf_ppl_anchor.py bloom-1b7 2>"$OUT/hf_ppl_err.txt" | tee -a "$OUT/results.jsonl"
+  fi
+}
 
-if short 90; then
-  check "HF anchor bloom-1b7" SKIP "out of time"
-else
-  section "HF anchor (bloom-1b7)"
-  OUT=$OUT timeout "$(lim 90)" python3 .anchor/hf_anchor.py bloom-1b7 >"$OUT/anchor.txt" 2>&1
-  grep -E "bloom-1b7" "$OUT/anchor.txt"
-  timeout "$(lim 60)" python3 bench/hf_ppl_anchor.py bloom-1b7 2>"$OUT/hf_ppl_err.txt" | tee -a "$OUT/results.jsonl"
-fi
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=(tests surgery train1b7 anchor1b7 demo bench1b7 sanitizer families e2e7b1 train7b1)
+for s in "${stages[@]}"; do
+  declare -F "stage_$s" >/dev/null || { echo "gpu_run: no stage '$s'"; exit 2; }
+done
+for s in "${stages[@]}"; do "stage_$s"; done
 
 section "tables"
 python3 - "$OUT" <<'PY'

@@ -84,7 +84,7 @@ void CudaDecoder<W>::enqueue(int R, int F, int max_rows) {
   p.map = {m + rows, m + 2 * rows, m + 2 * rows + B, m + 2 * rows + 2 * B, R, int(B)};
   p.max_rows = max_rows;
   p.kv = cache_.as<float>();
-  p.kv_shared_across_layers = false;
+  p.kv_keep_from = 0;
   p.cap = int(cap_);
   e_.run_layers(p);
   const int32_t* last_rows = m + 2 * rows + 3 * B;

@@ -83,6 +83,10 @@ struct Workspace {
   float *x, *a32, *qkv, *y, *h32;  // residual, post-LN residual, fused qkv, GEMM outputs
   W *a, *ctx, *hw;                 // GEMM inputs: LayerNorm output, attention output, MLP hidden
 
+  // Bytes per row (the 256-byte alignment of its eight pieces aside).
+  static size_t bytes_per_row(int64_t d, int64_t F) {
+    return size_t(6 * d + F) * 4 + size_t(2 * d + F) * sizeof(W);
+  }
   // Room for N rows of width d with an MLP of width F.
   void ensure(int64_t N, int64_t d, int64_t F) {
     if (N <= rows) return;
@@ -128,8 +132,15 @@ struct Pass {
   const int32_t* ids;  // [N] on the device
   RowMap map;
   int max_rows;  // most new rows of one sequence
-  float* kv;     // [L][2][B][H][cap][hd], or one layer's [2][B][H][cap][hd] when shared
-  bool kv_shared_across_layers;  // full forward: one layer's K/V at a time suffices
+  float* kv;     // slots of one layer's [2][B][H][cap][hd] each (kv_slot)
+  // Layers below kv_keep_from share slot 0 (their K/V are not needed after the layer); from it
+  // on, each layer keeps its own slot: L for the full forward, 0 for the decoder, the lowest
+  // target layer for surgery.
+  int64_t kv_keep_from;
+  int64_t kv_slot(int64_t l) const {
+    return l < kv_keep_from ? 0 : l - kv_keep_from + (kv_keep_from > 0 ? 1 : 0);
+  }
+  int64_t kv_slots(int64_t n_layer) const { return kv_slot(n_layer - 1) + 1; }
   int cap;
   float* row_stats = nullptr;  // [L][3][H][N]
   float* probs = nullptr;      // [L][probs_layer]

@@ -62,7 +62,7 @@ void CudaEngine<W>::run_layers(const Pass& p) {
   for (int64_t l = 0; l < c.n_layer; ++l) {
     if (capture == cudaStreamCaptureStatusNone) check_interrupted();
     const auto& L = w.layers[l];
-    float* kc = p.kv + (p.kv_shared_across_layers ? 0 : l * layer_kv);
+    float* kc = p.kv + p.kv_slot(l) * layer_kv;
     float* vc = kc + layer_kv / 2;
     // A training pass writes what the backward needs straight into its saved slabs (TrainSave);
     // only the residual stream, updated in place by the fused LayerNorms, is copied.
@@ -160,7 +160,7 @@ void CudaEngine<W>::forward_group(const std::vector<std::vector<int32_t>>& seqs,
   p.max_rows = int(Tmax);
   fw_.kv.reserve(size_t(2 * B * H * Tmax * hd) * 4);
   p.kv = fw_.kv.template as<float>();
-  p.kv_shared_across_layers = true;
+  p.kv_keep_from = c.n_layer;
   p.cap = int(Tmax);
   if (opts.head_stats) {
     fw_.stats.reserve(size_t(L * 3 * H * N) * 4);

@@ -86,15 +86,23 @@ class CudaSurgery final : public Surgery {
     // landed, and the non-blocking stream that reads the mask would not wait for it.
     HS_CUDA(cudaMemcpyAsync(head_mask_.as<void>(), mask.data(), mask.size(), cudaMemcpyHostToDevice,
                             e_.stream()));
-    // Rows per pass: what the backward keeps of them fills at most a third of what the GPU holds
-    // beyond the weights, and 4 GiB. From the GPU's total memory, not its free memory, so that a
-    // run and its resumed continuation group their sequences, and sum their gradients, alike.
+    // Rows per pass: everything a pass holds per row (the saved layers, the shared K/V slot of
+    // the layers below them, the backward's scratch, the engine's workspace) fills at most a
+    // third of what the GPU holds beyond the weights, and 2.5 GiB: on bloom-1b7's pass 1 that is
+    // two 512-token sequences, 7.3 GiB in all (a 4 GiB cap, four sequences, measured 10.1 GiB
+    // at the same speed; bench/NOTES.md). From the GPU's total memory, not its free memory, so
+    // that a run and its resumed continuation group their sequences, and sum their gradients,
+    // alike.
     size_t free_b = 0, total_b = 0;
     HS_CUDA(cudaMemGetInfo(&free_b, &total_b));
     const size_t weights = weight_bytes(c, sizeof(W));
     const size_t budget =
-        std::min<size_t>(size_t(4) << 30, (total_b - std::min(total_b, weights)) / 3);
-    const size_t per_row = saved_bytes_per_row(c, sizeof(W)) * size_t(c.n_layer - l0_) + 1;
+        std::min<size_t>(size_t(5) << 29, (total_b - std::min(total_b, weights)) / 3);
+    const size_t d = size_t(c.hidden), F = size_t(c.ffn);
+    const size_t per_row = saved_bytes_per_row(c, sizeof(W)) * size_t(c.n_layer - l0_) +
+                           (l0_ > 0 ? 8 * d : 0) +
+                           Grads<W>::bytes(1, int(d), int(F), int(c.n_head)) +
+                           Workspace<W>::bytes_per_row(int64_t(d), int64_t(F));
     max_rows_ = std::max<size_t>(1, budget / per_row);
     set(TargetSlices::read(ck, targets), AdamState{});
   }
@@ -284,7 +292,9 @@ double CudaSurgery<W>::pass(const std::vector<const std::vector<int32_t>*>& seqs
   // Forward, keeping layers l0.. (their keys and values stay in a per-layer cache).
   e_.workspace().ensure(N, d, F);
   const int64_t layer_kv = int64_t(2) * B * H * Tmax * hd;
-  kv_.reserve(size_t(L * layer_kv) * 4);
+  Pass p;
+  p.kv_keep_from = l0_;  // the backward reads the keys and values of layers l0.. only
+  kv_.reserve(size_t(p.kv_slots(L) * layer_kv) * 4);
   const int64_t saved = L - l0_;
   save_buf_.reserve(size_t(saved) * (size_t(N) * saved_bytes_per_row(c, sizeof(W)) + 8 * 256));
   save_ = TrainSave{};
@@ -300,12 +310,10 @@ double CudaSurgery<W>::pass(const std::vector<const std::vector<int32_t>*>& seqs
     save_.a.push_back(cv.take<W>(nd));
     save_.ctx.push_back(cv.take<W>(nd));
   }
-  Pass p;
   p.ids = m;
   p.map = map;
   p.max_rows = Tmax;
   p.kv = kv_.as<float>();
-  p.kv_shared_across_layers = false;
   p.cap = Tmax;
   p.save = &save_;
   e_.run_layers(p);
@@ -361,7 +369,7 @@ double CudaSurgery<W>::pass(const std::vector<const std::vector<int32_t>*>& seqs
 
   for (int64_t l = L - 1; l >= l0_; --l) {
     check_interrupted();
-    backward_layer(l, N, map, Tmax, kv_.as<float>() + l * layer_kv, g);
+    backward_layer(l, N, map, Tmax, kv_.as<float>() + p.kv_slot(l) * layer_kv, g);
   }
   // The loss's terms come back only now: with no Ctrl-C check between these copies and the
   // synchronisation, an interrupted pass leaves no copy into host vectors that are gone.
