@@ -1,9 +1,33 @@
 // headsurgeon repair MODEL --plan plan.json --corpus PATH -o RUN_DIR
+#include <cmath>
+
 #include "cli/common.h"
 #include "cli/model_loading.h"
 #include "surgery/repair.h"
+#include "util/error.h"
 
 namespace hs::cli {
+
+namespace {
+
+// "N" steps or "Nm" minutes.
+void parse_save_every(const std::string& s, RepairOptions& o) {
+  const bool minutes = !s.empty() && s.back() == 'm';
+  const std::string num = minutes ? s.substr(0, s.size() - 1) : s;
+  size_t used = 0;
+  double v = -1;
+  try {
+    v = std::stod(num, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (num.empty() || used != num.size() || !(v >= 0) || (!minutes && v != std::floor(v)))
+    throw Error("--save-every", "expected N steps or Nm minutes, got '" + s + "'");
+  o.save_every_steps = minutes ? 0 : int64_t(v);
+  o.save_every_minutes = minutes ? v : 0;
+}
+
+}  // namespace
 
 void add_repair(CLI::App& app) {
   auto o = std::make_shared<RepairOptions>();
@@ -48,7 +72,14 @@ void add_repair(CLI::App& app) {
                 "gradient-only control: same masks, no re-initialisation");
   sub->add_option("--heldout", o->heldout,
                   "held-out prompts, one per line (default: the paper's 12 prompts)");
-  sub->add_flag("--resume", o->resume, "continue the run in RUN_DIR from its saved state");
+  sub->add_flag("--resume", o->resume,
+                "continue the run in RUN_DIR from its saved state (from the beginning if it has "
+                "none yet)");
+  auto save_every = std::make_shared<std::string>("5m");
+  sub->add_option("--save-every", *save_every,
+                  "also save the resumable state every N steps, or every N minutes with Nm "
+                  "(0: only at evaluations and on Ctrl-C)")
+      ->capture_default_str();
   sub->add_option("--gen-tokens", o->gen_tokens, "tokens per sample generation at evaluations")
       ->capture_default_str();
   sub->add_flag("-q,--quiet", o->quiet, "no progress lines");
@@ -56,7 +87,8 @@ void add_repair(CLI::App& app) {
   sub->add_option("--interrupt-after-steps", o->interrupt_after_steps,
                   "testing: act as if Ctrl-C arrived after this step")
       ->group("");
-  sub->callback(interruptible([o, init, no_reinit, dev] {
+  sub->callback(interruptible([o, init, no_reinit, dev, save_every] {
+    parse_save_every(*save_every, *o);
     o->device = dev->device;
     o->gpu_dtype = dev->gpu_dtype;
     o->device_from = dev->device_from;

@@ -1,6 +1,7 @@
 // headsurgeon: find and repair collapsed attention heads in ALiBi (BLOOM) transformers.
 #include <malloc.h>
 
+#include <csignal>
 #include <iostream>
 
 #include "cli/common.h"
@@ -13,6 +14,9 @@ int main(int argc, char** argv) {
   // (17 % of a surgical step's samples in perf).
   mallopt(M_MMAP_THRESHOLD, 1 << 30);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  // Past a file-size limit (ulimit -f) a write fails with EFBIG and the run stops with one line
+  // naming the file, instead of the process dying of SIGXFSZ mid-write.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{
       "headsurgeon — find and repair collapsed attention heads in ALiBi (BLOOM) transformers.\n"
       "MODEL is a Hugging Face checkpoint directory or a hub id (org/name) in the local cache."};

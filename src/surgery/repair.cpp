@@ -47,57 +47,41 @@ struct RunState {
 };
 
 // Resumable state: the trainable slices (fp32 masters), Adam moments, counters. Written to a
-// fresh folder, then swapped in, so a crash (or a third Ctrl-C) mid-write leaves the previous
-// state intact.
+// fresh folder, then swapped in (write_dir_atomic), so a crash (or a third Ctrl-C) mid-write
+// leaves the previous state intact.
 void save_state(const fs::path& run, const TargetSlices& slices, const AdamState& adam,
                 const RunState& st, const nlohmann::json& options) {
   const SavingState saving;  // a second Ctrl-C now says the save is being finished
-  const fs::path dir = run / "state", tmp = run / ("state.tmp-" + std::to_string(::getpid()));
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  std::vector<TensorToWrite> ts;
-  const auto bufs = slices.buffers();
-  for (size_t k = 0; k < bufs.size(); ++k) {
-    const int64_t n = int64_t(bufs[k]->size());
-    ts.push_back({"slice." + std::to_string(k), DType::F32, {n}, bufs[k]->data(), size_t(n) * 4});
-    ts.push_back({"adam_m." + std::to_string(k), DType::F32, {n}, adam.m[k].data(), size_t(n) * 4});
-    ts.push_back({"adam_v." + std::to_string(k), DType::F32, {n}, adam.v[k].data(), size_t(n) * 4});
-  }
-  write_safetensors((tmp / "state.safetensors").string(), ts);
-  const nlohmann::json j = {{"step", st.step},
-                            {"adam_steps", adam.steps},
-                            {"best_ppl", std::isfinite(st.best_ppl) ? nlohmann::json(st.best_ppl)
-                                                                    : nlohmann::json(nullptr)},
-                            {"best_step", st.best_step},
-                            {"evals_since_best", st.evals_since_best},
-                            {"loss_sum", st.loss_sum},
-                            {"loss_count", st.loss_count},
-                            {"trajectory", st.trajectory},
-                            {"eval_pending", st.eval_pending},
-                            {"options", options}};
-  write_file_atomic((tmp / "state.json").string(), j.dump(1) + "\n");
-  if (!fs::exists(dir)) {
-    fs::rename(tmp, dir);
-    return;
-  }
-  // One atomic exchange: there is no moment without a whole state/. Filesystems that cannot
-  // exchange get two renames.
-  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0) {
-    fs::remove_all(tmp);  // now the previous state
-    return;
-  }
-  if (errno != EINVAL && errno != ENOSYS)
-    throw Error(dir.string(), std::string("cannot replace the state: ") + std::strerror(errno));
-  const fs::path old = run / ("state.old-" + std::to_string(::getpid()));
-  fs::rename(dir, old);
-  fs::rename(tmp, dir);
-  fs::remove_all(old);
+  write_dir_atomic((run / "state").string(), [&](const std::string& tmp) {
+    std::vector<TensorToWrite> ts;
+    const auto bufs = slices.buffers();
+    for (size_t k = 0; k < bufs.size(); ++k) {
+      const int64_t n = int64_t(bufs[k]->size());
+      ts.push_back({"slice." + std::to_string(k), DType::F32, {n}, bufs[k]->data(), size_t(n) * 4});
+      ts.push_back(
+          {"adam_m." + std::to_string(k), DType::F32, {n}, adam.m[k].data(), size_t(n) * 4});
+      ts.push_back(
+          {"adam_v." + std::to_string(k), DType::F32, {n}, adam.v[k].data(), size_t(n) * 4});
+    }
+    write_safetensors(tmp + "/state.safetensors", ts);
+    const nlohmann::json j = {{"step", st.step},
+                              {"adam_steps", adam.steps},
+                              {"best_ppl", std::isfinite(st.best_ppl) ? nlohmann::json(st.best_ppl)
+                                                                      : nlohmann::json(nullptr)},
+                              {"best_step", st.best_step},
+                              {"evals_since_best", st.evals_since_best},
+                              {"loss_sum", st.loss_sum},
+                              {"loss_count", st.loss_count},
+                              {"trajectory", st.trajectory},
+                              {"eval_pending", st.eval_pending},
+                              {"options", options}};
+    write_file_atomic(tmp + "/state.json", j.dump(1) + "\n");
+  });
 }
 
 void load_state(const fs::path& run, TargetSlices& slices, AdamState& adam, RunState& st,
                 const nlohmann::json& options) {
   const fs::path jp = run / "state" / "state.json";
-  if (!fs::exists(jp)) throw Error(jp.string(), "no resumable state in this run directory");
   const nlohmann::json j = read_json_file(jp.string());
   // Resuming with other settings would not continue the same run.
   for (const char* k : {"lr", "accum", "seq", "epochs", "warmup", "clip", "seed", "reinit", "init",
@@ -167,6 +151,19 @@ int run_repair(const RepairOptions& o) {
   const fs::path run(o.out_dir);
   if (!o.resume && fs::exists(run / "state"))
     throw Error(o.out_dir, "already holds a run: use --resume to continue it, or another -o");
+  // What a killed run left half-written goes; a folder moved aside mid-replace comes back.
+  if (fs::exists(run)) {
+    const int n = recover_interrupted_writes(o.out_dir);
+    if (n > 0 && !o.quiet)
+      std::fprintf(stderr, "repair: cleared %d unfinished write%s of an earlier process\n", n,
+                   n == 1 ? "" : "s");
+  }
+  // A run killed before its first saved state has nothing to resume: it starts over, as the
+  // same run (the initialisation and the data order are functions of the seed).
+  const bool resume = o.resume && fs::exists(run / "state" / "state.json");
+  if (o.resume && !resume && !o.quiet)
+    std::fprintf(stderr, "repair: no saved state in %s yet: starting from the beginning\n",
+                 o.out_dir.c_str());
   fs::create_directories(run / "checkpoints");
   fs::create_directories(run / "diagnoses");
 
@@ -214,7 +211,7 @@ int run_repair(const RepairOptions& o) {
   AdamState adam_state = surgery->adam();
   if (o.reinit) reinitialize(slices, o.init, o.seed);
   RunState st;
-  if (o.resume) {
+  if (resume) {
     load_state(run, slices, adam_state, st, options);
   } else {
     write_file_atomic((run / "plan.json").string(), plan.to_json().dump(1) + "\n");
@@ -296,8 +293,9 @@ int run_repair(const RepairOptions& o) {
                  "(%lld per epoch, warm-up %lld)%s\n",
                  targets.size(), plan.targets.size(), chunks.size(), o.seq, (long long)total,
                  (long long)steps_per_epoch, (long long)warmup,
-                 o.resume ? (", resuming at step " + std::to_string(st.step)).c_str() : "");
+                 resume ? (", resuming at step " + std::to_string(st.step)).c_str() : "");
   const auto t_train = std::chrono::steady_clock::now();
+  auto last_save = t_train;
   const int64_t step0 = st.step;
   auto last_print = t_train;  // progress lines after the first step, then at most every 2 s
   int64_t tokens_done = 0;
@@ -352,7 +350,15 @@ int run_repair(const RepairOptions& o) {
       const bool epoch_end = st.step % steps_per_epoch == 0;
       st.eval_pending = (epoch_end && (st.step / steps_per_epoch) % o.eval_every == 0) ||
                         (o.eval_steps > 0 && st.step % o.eval_steps == 0) || st.step == total;
-      if (st.eval_pending) evaluate_due();
+      if (st.eval_pending) {
+        evaluate_due();  // saves the state
+        last_save = std::chrono::steady_clock::now();
+      } else if ((o.save_every_steps > 0 && st.step % o.save_every_steps == 0) ||
+                 (o.save_every_minutes > 0 &&
+                  seconds_since(last_save) >= 60 * o.save_every_minutes)) {
+        save_state(run, surgery->masters(), surgery->adam(), st, options);
+        last_save = std::chrono::steady_clock::now();
+      }
       if (o.interrupt_after_steps > 0 && st.step == o.interrupt_after_steps) request_interrupt();
     }
   } catch (const Interrupted&) {

@@ -24,6 +24,10 @@ struct RepairOptions {
   int eval_every = 3;      // epochs
   int64_t eval_steps = 0;  // also every N optimizer steps (sub-epoch sweeps); 0 = off
   int patience = 6;        // evaluations without held-out improvement before stopping
+  // The resumable state is also saved every N steps and every M minutes of training (0: off),
+  // besides at each evaluation and on Ctrl-C: what a kill loses.
+  int64_t save_every_steps = 0;
+  double save_every_minutes = 5;
   uint64_t seed = 0;
   InitKind init = InitKind::XavierNormal;
   bool reinit = true;

@@ -23,7 +23,12 @@ void write_file_atomic(const std::string& path, const std::string& content);
 
 // DIR replaced atomically by a directory that fill(tmp) writes into tmp (DIR.tmp-PID): the old
 // DIR survives until the new one is complete, and a failed fill leaves no tmp behind. Errors
-// other than hs::Error become "DIR: cannot write: what".
+// name the file under DIR; errors other than hs::Error become "DIR: cannot write: what".
 void write_dir_atomic(const std::string& dir, const std::function<void(const std::string&)>& fill);
+
+// After a crash: removes what unfinished atomic writes left under DIR (NAME.tmp-PID[-N] files
+// and folders), and puts back a folder that write_dir_atomic had moved aside (NAME.old-PID with
+// no NAME). Returns how many it found. For a directory only one process writes to.
+int recover_interrupted_writes(const std::string& dir);
 
 }  // namespace hs
