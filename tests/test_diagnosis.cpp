@@ -497,8 +497,16 @@ TEST(JsonErrors, NamePathAndField) {
   j["version"] = 2;
   expect_error(j, {"version", "unsupported"});
   j = good;
+  j["version"] = "1";
+  expect_error(j, {"version"});
+}
+
+// A file without "version" (written by hand, or before the key was documented) is version 1.
+TEST(JsonErrors, NoVersionReadsAsVersionOne) {
+  const json good = to_json(grid(repeat("S...", 2)));
+  json j = good;
   j.erase("version");
-  expect_error(j, {"missing key 'version'"});
+  EXPECT_EQ(to_json(diagnosis_from_json(j, "d.json")), good);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -125,6 +125,31 @@ TEST_F(Repair, InterruptAndResumeIsBitForBit) {
   EXPECT_EQ(slurp(dir_ / "a/best/model.safetensors"), slurp(dir_ / "b/best/model.safetensors"));
 }
 
+// One checkpoint, one held-out PPL: the trajectory's figure is what `ppl --heldout=FILE` gives for
+// the checkpoint, with <s> first when the plan's diagnosis read its prompts with it (as demo
+// scores them) and without when not.
+TEST_F(Repair, HeldoutPplFollowsThePlansBosAndMatchesThePplCommand) {
+  write("heldout.txt", "the cat sat on a mat\n\ndogs ran far away from home\n");
+  for (const bool bos : {true, false}) {
+    write("plan.json", std::string(R"({"targets": {"0": [7], "2": [4, 6]}, "bos": )") +
+                           (bos ? "true" : "false") + "}");
+    const std::string out = bos ? "with_bos" : "without";
+    std::string err;
+    ASSERT_EQ(run(repair_args(out, 1) + " --heldout " + path("heldout.txt"), &err), 0) << err;
+    const auto traj = nlohmann::json::parse(slurp(dir_ / out / "trajectory.json"));
+    ASSERT_EQ(run("ppl " + path(out + "/best") + " --heldout=" + path("heldout.txt") +
+                      (bos ? " --bos" : "") + " -q --json " + path(out + ".json"),
+                  &err),
+              0)
+        << err;
+    const auto ppl = nlohmann::json::parse(slurp(dir_ / (out + ".json")));
+    ASSERT_EQ(ppl["per_sequence"].size(), 2u);
+    EXPECT_EQ(ppl["per_sequence"][1]["source"], path("heldout.txt") + ":2");
+    EXPECT_NEAR(double(traj.back()["heldout_ppl"]), double(ppl["ppl"]), 1e-9 * double(ppl["ppl"]))
+        << (bos ? "with <s>" : "without <s>");
+  }
+}
+
 TEST_F(Repair, NoReinitControlStartsFromTheStockHeads) {
   std::string err;
   ASSERT_EQ(run(repair_args("c", 1) + " --no-reinit", &err), 0) << err;

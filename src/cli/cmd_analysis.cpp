@@ -123,7 +123,9 @@ void add_ablate(CLI::App& app) {
     if (!a->groups.empty())
       for (auto& g : parse_groups(a->groups, L)) runs.push_back(std::move(g));
     ScoredTexts texts;
-    add_texts(texts, m, a->texts, a->heldout || a->texts.empty(), false);
+    add_texts(texts, m, a->texts,
+              a->heldout || a->texts.empty() ? std::optional<std::string>("") : std::nullopt,
+              false);
     const double base = perplexity(*m.engine, texts.seqs, a->max_length).ppl;
     Progress progress("ablate: runs", !a->quiet);
     nlohmann::json layers = nlohmann::json::array(), groups = nlohmann::json::array();

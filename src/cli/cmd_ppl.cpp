@@ -18,7 +18,8 @@ namespace {
 struct PplArgs {
   std::string model;
   std::vector<std::string> texts, id_files;
-  bool heldout = false, bos = false, quiet = false;
+  std::optional<std::string> heldout;  // "" = the paper's 12 prompts, else a file of prompts
+  bool bos = false, quiet = false;
   int64_t max_length = 1024;
   std::string json;
   DeviceArgs dev;
@@ -57,7 +58,7 @@ void run_ppl(const PplArgs& a) {
   const ModelConfig& c = m.model->config();
 
   ScoredTexts texts;
-  add_texts(texts, m, a.texts, false, a.bos);
+  add_texts(texts, m, a.texts, std::nullopt, a.bos);
   for (const auto& f : a.id_files) {
     auto s = read_id_file(f, c.vocab);
     for (size_t i = 0; i < s.size(); ++i) {
@@ -125,7 +126,11 @@ void add_ppl(CLI::App& app) {
   sub->add_option("--ids", a->id_files,
                   "pre-tokenized file: one sequence per line, whitespace-separated ids; each "
                   "line scored on its own (repeatable)");
-  sub->add_flag("--heldout", a->heldout, "the paper's 12 held-out prompts (built in)");
+  sub->add_option("--heldout", a->heldout,
+                  "held-out prompts scored as repair and demo score them, each on its own: the "
+                  "paper's 12 (built in), or FILE with one prompt per line (--heldout=FILE)")
+      ->expected(0, 1)
+      ->default_str("");
   sub->add_option("--max-length", a->max_length,
                   "longer sequences are cut into non-overlapping windows of this many tokens, "
                   "each scored on its own")

@@ -45,7 +45,7 @@ LoadedModel load_model(const std::string& spec, bool need_tokenizer, bool stream
 }
 
 void add_texts(ScoredTexts& out, const LoadedModel& m, const std::vector<std::string>& files,
-               bool heldout, bool bos) {
+               const std::optional<std::string>& heldout, bool bos) {
   auto add = [&](const std::string& text, const std::string& source) {
     std::vector<int32_t> ids;
     if (bos) ids.push_back(int32_t(m.model->config().bos_id));
@@ -60,9 +60,14 @@ void add_texts(ScoredTexts& out, const LoadedModel& m, const std::vector<std::st
     if (text.empty()) throw Error(f, "empty file");
     add(text, f);
   }
-  if (heldout) {
+  if (heldout && heldout->empty()) {
     const auto& prompts = heldout_prompts();
     for (size_t i = 0; i < prompts.size(); ++i) add(prompts[i], "heldout:" + std::to_string(i + 1));
+  } else if (heldout) {
+    const auto prompts = read_nonblank_lines(*heldout);
+    if (prompts.empty()) throw Error(*heldout, "no held-out text (one prompt per line)");
+    for (size_t i = 0; i < prompts.size(); ++i)
+      add(prompts[i], *heldout + ":" + std::to_string(i + 1));
   }
 }
 

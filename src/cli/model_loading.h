@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,9 +39,10 @@ struct ScoredTexts {
   std::vector<std::string> sources;
 };
 
-// Each --text FILE as one sequence, then the paper's held-out prompts when `heldout`; with bos,
-// <s> is prepended. Errors name the file (empty, not UTF-8, fewer than two tokens).
+// Each --text FILE as one sequence, then held-out prompts, each its own sequence: the paper's 12
+// when `heldout` is "", the non-blank lines of the file it names otherwise (sources FILE:N);
+// with bos, <s> is prepended. Errors name the file (empty, not UTF-8, fewer than two tokens).
 void add_texts(ScoredTexts& out, const LoadedModel& m, const std::vector<std::string>& files,
-               bool heldout, bool bos);
+               const std::optional<std::string>& heldout, bool bos);
 
 }  // namespace hs::cli

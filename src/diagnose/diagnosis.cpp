@@ -248,7 +248,8 @@ Diagnosis diagnosis_from_json(const json& j, const std::string& path) {
   };
 
   if (!j.is_object()) r.fail("", std::string("expected a JSON object, got ") + j.type_name());
-  const int version = r.integer(r.field(j, "", "version"), "version", 0, kIntMax);
+  // Files written before the key was documented (or by hand without it) are version 1.
+  const int version = j.contains("version") ? r.integer(j.at("version"), "version", 0, kIntMax) : 1;
   if (version != 1)
     r.fail("version", "unsupported version " + std::to_string(version) + " (this reads 1)");
 

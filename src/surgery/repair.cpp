@@ -145,8 +145,15 @@ int run_repair(const RepairOptions& o) {
     heldout = read_nonblank_lines(o.heldout);
     if (heldout.empty()) throw Error(o.heldout, "no held-out text (one prompt per line)");
   }
+  // Scored as the plan's diagnosis read its prompts: with <s> first when it did (as `demo` and
+  // `ppl --bos` score them), so a checkpoint has one held-out PPL.
   std::vector<std::vector<int32_t>> heldout_ids;
-  for (const auto& h : heldout) heldout_ids.push_back(tok.encode(h));
+  for (const auto& h : heldout) {
+    heldout_ids.push_back(plan.bos ? std::vector<int32_t>{int32_t(c.bos_id)}
+                                   : std::vector<int32_t>{});
+    const auto ids = tok.encode(h);
+    heldout_ids.back().insert(heldout_ids.back().end(), ids.begin(), ids.end());
+  }
 
   const fs::path run(o.out_dir);
   if (!o.resume && fs::exists(run / "state"))
