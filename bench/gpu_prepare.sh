@@ -2,7 +2,7 @@
 # Run HERE before the device call (build here, run there: the GPU machine has no Debian -dev
 # libraries). Builds with CUDA, then
 # stages what the GPU machine needs into .gpu/bin.tar.xz (binaries + the non-CUDA shared
-# libraries they use; ~7 MB compressed, under the 64 MiB a call may carry) and the HF anchor
+# libraries they use; ~10 MB compressed, under the 64 MiB a call may carry) and the HF anchor
 # scripts into .anchor/, both git-ignored (.gitignore):
 #   run(command="bench/gpu_run.sh", carry=[".gpu", ".anchor"])
 # The GPU machine has glibc 2.39, libstdc++ and CUDA 13 (libcublas.so.13) but none of Debian's
@@ -16,14 +16,19 @@ mkdir -p "$stage/lib"
 bins=(headsurgeon make_random_checkpoint bench_engine bench_surgery test_cuda test_cuda_surgery)
 cp build/headsurgeon build/make_random_checkpoint build/bench/bench_engine build/bench/bench_surgery \
   build/tests/test_cuda build/tests/test_cuda_surgery "$stage/"
-# PCRE2 and utf8proc (the tokenizer) and OpenMP's runtime; OpenBLAS is linked statically.
-for lib in libpcre2-8.so.0 libutf8proc.so.2 libgomp.so.1; do
-  cp -L "/lib/x86_64-linux-gnu/$lib" "$stage/lib/"
+# What the GPU machine provides (glibc's libraries, libresolv among them, must come from one
+# glibc); every other library must resolve into the bundle.
+system='^(linux-vdso\.so\.1|(/.*/)?ld-linux-x86-64\.so\.2|libc\.so\.6|libm\.so\.6|libpthread\.so\.0|libdl\.so\.2|librt\.so\.1|libresolv\.so\.2|libstdc\+\+\.so\.6|libgcc_s\.so\.1|libcublas\.so\.13|libcublasLt\.so\.13)$'
+# Everything else the binaries load, as ldd resolves it here (whole closure): PCRE2 and utf8proc
+# (the tokenizer), OpenMP's runtime, libcurl and the libraries it loads (TLS, HTTP/2, ...; the
+# hub client); OpenBLAS is linked statically.
+for b in "${bins[@]}"; do
+  while read -r name _ path _; do
+    [[ "$name" =~ $system || "$path" != /* ]] && continue
+    cp -Ln "$path" "$stage/lib/"
+  done < <(ldd "$stage/$b" | grep -v "statically linked")
 done
 for b in "${bins[@]}"; do strip "$stage/$b"; done
-
-# What the GPU machine provides; every other library must resolve into the bundle.
-system='^(linux-vdso\.so\.1|(/.*/)?ld-linux-x86-64\.so\.2|libc\.so\.6|libm\.so\.6|libpthread\.so\.0|libdl\.so\.2|librt\.so\.1|libstdc\+\+\.so\.6|libgcc_s\.so\.1|libcublas\.so\.13|libcublasLt\.so\.13)$'
 missing=0
 for f in "${bins[@]/#/$stage/}" "$stage"/lib/*; do
   while read -r name _ path _; do

@@ -25,7 +25,8 @@ declare -A deps=(
   [pretrain]="surgery"
   [demo]="surgery"
   [report]="surgery"
-  [cli]="backend report demo pretrain"
+  [hub]="io"
+  [cli]="backend report demo pretrain hub"
 )
 
 closure() {  # every folder reachable from $1 (itself included)

@@ -42,7 +42,7 @@ class Cli : public hs::test::ScratchTest<> {
 
 TEST_F(Cli, HelpForEverySubcommand) {
   for (const char* sub : {"", "diagnose", "tokenize", "ppl", "plan", "repair", "dormancy", "ablate",
-                          "generate", "drift", "report", "pretrain", "demo"}) {
+                          "generate", "drift", "report", "pretrain", "demo", "download"}) {
     const Result r = run(std::string(sub) + " --help");
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << sub;

@@ -1526,6 +1526,53 @@ TEST_F(HubCache, UnknownIdsAndIncompleteSnapshots) {
   EXPECT_HS_ERROR(resolve_model_dir("org/partial"), "rev1", "config.json");
 }
 
+TEST_F(HubCache, HubIds) {
+  auto id = parse_hub_id("bigscience/bloom-560m");
+  ASSERT_TRUE(id);
+  EXPECT_EQ(id->repo, "bigscience/bloom-560m");
+  EXPECT_EQ(id->revision, "");
+  id = parse_hub_id("tiiuae/falcon-rw-1b@refs/pr/1");
+  ASSERT_TRUE(id);
+  EXPECT_EQ(id->repo, "tiiuae/falcon-rw-1b");
+  EXPECT_EQ(id->revision, "refs/pr/1");
+  EXPECT_TRUE(parse_hub_id("a_b/C.d-9"));
+  EXPECT_TRUE(parse_hub_id("o/" + std::string(96, 'x')));
+  // Paths and what the hub refuses are not ids (so they are never looked up online).
+  for (const std::string& bad : std::vector<std::string>{
+           "name", "a/b/c", "/abs/path", "./x", "../x", "x/..", "org/", "/name", "org/-x", "org/x.",
+           "org/a--b", "org/a..b", "org/a b", "~/models", "o/" + std::string(97, 'x')})
+    EXPECT_FALSE(parse_hub_id(bad)) << bad;
+  EXPECT_HS_ERROR(parse_hub_id("org/name@"), "org/name@", "invalid revision");
+  EXPECT_HS_ERROR(parse_hub_id("org/name@../x"), "org/name@../x", "invalid revision");
+}
+
+TEST_F(HubCache, CachedSnapshotAndItsModelFiles) {
+  const fs::path a = snapshot(hub_, "models--org--name", "aaaa");
+  ref(hub_, "models--org--name", "dev", "aaaa");
+  const std::string root = hub_cache_root();
+  EXPECT_EQ(root, hub_.string());
+  EXPECT_EQ(hub_repo_dir(root, "org/name"), (hub_ / "models--org--name").string());
+  EXPECT_TRUE(same(cached_snapshot({"org/name", ""}, root).value(), a));
+  EXPECT_TRUE(same(cached_snapshot({"org/name", "dev"}, root).value(), a));
+  EXPECT_TRUE(same(cached_snapshot({"org/name", "aaaa"}, root).value(), a));
+  EXPECT_FALSE(cached_snapshot({"org/name", "v2"}, root));
+  EXPECT_FALSE(cached_snapshot({"org/other", ""}, root));
+
+  // Config and weights: one file, or the index and every shard it names.
+  EXPECT_FALSE(has_model_files(a.string()));
+  write_file(a / "model.safetensors", "x");
+  EXPECT_TRUE(has_model_files(a.string()));
+  const fs::path b = snapshot(hub_, "models--org--sharded", "bbbb");
+  write_file(b / "model.safetensors.index.json",
+             R"({"weight_map": {"x": "model-1.safetensors", "y": "model-2.safetensors"}})");
+  write_file(b / "model-1.safetensors", "x");
+  EXPECT_FALSE(has_model_files(b.string()));  // a shard still missing
+  write_file(b / "model-2.safetensors", "x");
+  EXPECT_TRUE(has_model_files(b.string()));
+  fs::remove(b / "config.json");
+  EXPECT_FALSE(has_model_files(b.string()));
+}
+
 TEST_F(HubCache, CheckpointFromCacheWithBlobSymlinks) {
   // The layout huggingface_hub writes: snapshot files are symlinks into blobs/.
   const fs::path repo = hub_ / "models--bigscience--tiny8";

@@ -52,7 +52,9 @@ void add_dormancy(CLI::App& app) {
       "dormancy",
       "MLP dormancy: neuron i of a layer is dormant when ||W_up[i,:]|| * ||W_down[:,i]|| is "
       "below the threshold. Per layer and total.");
-  sub->add_option("MODEL", a->model, "checkpoint directory or hub id in the local cache")
+  sub->add_option(
+         "MODEL", a->model,
+         "checkpoint directory, or hub id org/name[@revision] (downloaded when not cached)")
       ->required();
   sub->add_option("--threshold", a->threshold, "dormant below this product of norms")
       ->capture_default_str()
@@ -101,7 +103,9 @@ void add_ablate(CLI::App& app) {
       "ablate",
       "Layer-ablation sensitivity: perplexity with each layer's MLP output zeroed (and with "
       "--groups of layers), against the intact model.");
-  sub->add_option("MODEL", a->model, "checkpoint directory or hub id in the local cache")
+  sub->add_option(
+         "MODEL", a->model,
+         "checkpoint directory, or hub id org/name[@revision] (downloaded when not cached)")
       ->required();
   sub->add_option("--text", a->texts, "UTF-8 text file to score (repeatable)");
   sub->add_flag("--heldout", a->heldout,

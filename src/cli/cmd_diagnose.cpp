@@ -52,7 +52,9 @@ void add_diagnose(CLI::App& app) {
       "diagnose",
       "Diagnose every attention head: bos_mass (attention on the first token), entropy and local "
       "mass per head, its class (healthy / bos-sink / dead / low-entropy) and the sick band.");
-  sub->add_option("MODEL", a->model, "checkpoint directory or hub id in the local cache")
+  sub->add_option(
+         "MODEL", a->model,
+         "checkpoint directory, or hub id org/name[@revision] (downloaded when not cached)")
       ->required();
   add_diagnose_options(sub, a->diag);
   add_device_options(sub, a->dev);

@@ -159,7 +159,9 @@ void add_generate(CLI::App& app) {
       "generate",
       "Continue prompts with a KV cache: greedy (--temperature 0) or sampled with temperature, "
       "top-k, top-p and a repetition penalty, as Hugging Face's generate() does. Stops at </s>.");
-  sub->add_option("MODEL", a->model, "checkpoint directory or hub id in the local cache")
+  sub->add_option(
+         "MODEL", a->model,
+         "checkpoint directory, or hub id org/name[@revision] (downloaded when not cached)")
       ->required();
   auto* prompt = sub->add_option("--prompt", a->prompt, "the prompt; completions printed as text");
   auto* file = sub->add_option(

@@ -120,7 +120,9 @@ void add_ppl(CLI::App& app) {
   auto a = std::make_shared<PplArgs>();
   CLI::App* sub = app.add_subcommand(
       "ppl", "Perplexity: mean next-token NLL over every predicted token, and exp of it.");
-  sub->add_option("MODEL", a->model, "checkpoint directory or hub id in the local cache")
+  sub->add_option(
+         "MODEL", a->model,
+         "checkpoint directory, or hub id org/name[@revision] (downloaded when not cached)")
       ->required();
   sub->add_option("--text", a->texts, "UTF-8 text file, scored on its own (repeatable)");
   sub->add_option("--ids", a->id_files,

@@ -41,7 +41,9 @@ void add_repair(CLI::App& app) {
       "everything else frozen. Evaluates every --eval-every epochs (diagnosis, heads woken, "
       "drift of watched heads, train/held-out PPL, generations), keeps HF checkpoints, stops "
       "early. Ctrl-C saves a resumable state; --resume continues bit for bit.");
-  sub->add_option("MODEL", o->model, "checkpoint directory or hub id in the local cache")
+  sub->add_option(
+         "MODEL", o->model,
+         "checkpoint directory, or hub id org/name[@revision] (downloaded when not cached)")
       ->required();
   sub->add_option("--plan", o->plan, "plan JSON (headsurgeon plan, or written by hand)")
       ->required();
@@ -94,6 +96,7 @@ void add_repair(CLI::App& app) {
     o->device_from = dev->device_from;
     o->init = *init == "xavier-uniform" ? InitKind::XavierUniform : InitKind::XavierNormal;
     o->reinit = !*no_reinit;
+    fetch_model(o->model);
     const int rc = run_repair(*o);
     if (rc != 0) throw ExitCode(rc);
   }));

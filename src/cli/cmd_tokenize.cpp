@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "cli/common.h"
+#include "cli/model_loading.h"
 #include "model/checkpoint.h"
 #include "text/tokenizer.h"
 #include "util/error.h"
@@ -18,11 +19,14 @@ void add_tokenize(CLI::App& app) {
       "tokenize",
       "Print {\"ids\": [...]} for the whole content of FILE, tokenized as the model does.");
   sub->add_option("MODEL", a->model,
-                  "checkpoint directory / hub id (its tokenizer.json), or a tokenizer.json file")
+                  "checkpoint directory or hub id (its tokenizer.json; downloaded when not "
+                  "cached), or a tokenizer.json file")
       ->required();
   sub->add_option("FILE", a->file, "UTF-8 text file ('-' = standard input)")->required();
   sub->add_flag("--bos", a->bos, "prepend the id of <s>");
   sub->callback([a] {
+    // Only the tokenizer is needed: a hub id not in the cache gets no weights here.
+    if (!a->model.ends_with(".json")) fetch_model(a->model, {"config.json", "tokenizer.json"});
     const std::string path =
         a->model.ends_with(".json") ? a->model : resolve_model_dir(a->model) + "/tokenizer.json";
     const Tokenizer tok = Tokenizer::from_file(path);

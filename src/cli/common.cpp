@@ -43,6 +43,13 @@ void set_threads(int n) {
   openblas_set_num_threads(n);
 }
 
+namespace {
+bool g_offline = false;
+}  // namespace
+
+void set_offline(bool on) { g_offline = on; }
+bool offline() { return g_offline; }
+
 Progress::Progress(std::string what, bool enabled)
     : what_(std::move(what)),
       enabled_(enabled),

@@ -31,6 +31,10 @@ void write_json(const std::string& path, const nlohmann::json& j);
 // Threads for OpenMP and OpenBLAS (0 = all cores).
 void set_threads(int n);
 
+// --offline: hub ids come from the local cache only, as with HF_HUB_OFFLINE=1.
+void set_offline(bool on);
+bool offline();
+
 // Progress on stderr: rewritten in place on a terminal, a line every few seconds otherwise.
 class Progress {
  public:
@@ -61,6 +65,7 @@ void add_report(CLI::App& app);
 void add_generate(CLI::App& app);
 void add_pretrain(CLI::App& app);
 void add_demo(CLI::App& app);
+void add_download(CLI::App& app);
 
 // Thrown by a subcommand to end the process with a code other than 0 after a clean stop.
 struct ExitCode {

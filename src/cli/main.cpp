@@ -19,7 +19,8 @@ int main(int argc, char** argv) {
   std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{
       "headsurgeon — find and repair collapsed attention heads in ALiBi (BLOOM) transformers.\n"
-      "MODEL is a Hugging Face checkpoint directory or a hub id (org/name) in the local cache."};
+      "MODEL is a Hugging Face checkpoint directory or a hub id (org/name[@revision]), downloaded\n"
+      "into the local Hugging Face cache when it is not there yet (unless --offline)."};
   app.name("headsurgeon");
   app.set_version_flag("--version", "headsurgeon 0.1.0");
   app.require_subcommand(1);
@@ -27,7 +28,13 @@ int main(int argc, char** argv) {
   int threads = 0;
   app.add_option("--threads", threads, "CPU threads (default: all cores)")
       ->check(CLI::NonNegativeNumber);
-  app.parse_complete_callback([&] { hs::cli::set_threads(threads); });
+  bool offline = false;
+  app.add_flag("--offline", offline,
+               "no network: hub ids only from the local Hugging Face cache (as HF_HUB_OFFLINE=1)");
+  app.parse_complete_callback([&] {
+    hs::cli::set_threads(threads);
+    hs::cli::set_offline(offline);
+  });
 
   hs::cli::add_diagnose(app);
   hs::cli::add_tokenize(app);
@@ -41,6 +48,7 @@ int main(int argc, char** argv) {
   hs::cli::add_generate(app);
   hs::cli::add_pretrain(app);
   hs::cli::add_demo(app);
+  hs::cli::add_download(app);
 
   try {
     app.parse(argc, argv);

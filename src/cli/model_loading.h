@@ -27,6 +27,18 @@ struct LoadedModel {
   double seconds = 0;
 };
 
+// The hub id SPEC downloaded into the local Hugging Face cache (the files a model needs, or
+// those matching the `include` globs), with a progress line and a summary on stderr unless
+// quiet; returns its snapshot directory. Offline (HF_HUB_OFFLINE, --offline): the cached
+// snapshot, or an error saying it is not in the cache.
+std::string download_model(const std::string& spec, const std::vector<std::string>& include,
+                           bool quiet);
+// SPEC made ready for resolve_model_dir: a hub id that is not in the cache, or is cached without
+// its config and weights (an interrupted download), is downloaded first unless offline. With
+// `only`, just those files are wanted (and fetched when one is missing).
+void fetch_model(const std::string& spec, const std::vector<std::string>& only = {});
+
+// SPEC is fetched first (fetch_model).
 // stream = true: convert each layer when used and drop it (right for one pass over the model,
 // e.g. a diagnosis); false: keep converted weights when they fit (several passes, e.g. ppl).
 // On a GPU the CPU side never converts: the weights go to the device once.

@@ -16,13 +16,6 @@ using nlohmann::json;
 
 namespace {
 
-fs::path hub_cache_root() {
-  if (const char* c = std::getenv("HF_HUB_CACHE"); c && *c) return c;
-  if (const char* h = std::getenv("HF_HOME"); h && *h) return fs::path(h) / "hub";
-  const char* home = std::getenv("HOME");
-  return fs::path(home && *home ? home : ".") / ".cache" / "huggingface" / "hub";
-}
-
 // The commit a refs/ file points to; nullopt when absent or not a plain name.
 std::optional<std::string> read_ref(const fs::path& p) {
   std::ifstream f(p);
@@ -51,44 +44,79 @@ std::optional<fs::path> newest_snapshot(const fs::path& snaps) {
   return best;
 }
 
-// org/name[@rev] under `root`, or nullopt when SPEC is not such an id or the repo is not cached.
-std::optional<std::string> find_in_hub_cache(const std::string& spec, const fs::path& root) {
-  std::string id = spec, rev;
-  const auto at = id.find('@');
-  if (at != std::string::npos) rev = id.substr(at + 1), id.resize(at);
-  const auto slash = id.find('/');
-  if (slash == std::string::npos || slash == 0 || slash + 1 == id.size() ||
-      id.find('/', slash + 1) != std::string::npos)
-    return std::nullopt;
-  const fs::path repo = root / ("models--" + id.substr(0, slash) + "--" + id.substr(slash + 1));
-  const fs::path snaps = repo / "snapshots";
-  std::error_code ec;
-  if (!fs::is_directory(snaps, ec)) return std::nullopt;
-
-  std::optional<fs::path> dir;
-  if (at != std::string::npos) {
-    if (rev.empty() || rev.find("..") != std::string::npos || rev.front() == '/')
-      throw Error(spec, "invalid revision '" + printable(rev) + "'");
-    // A branch or tag resolves through refs/; a commit hash names the snapshot itself.
-    const std::string commit = read_ref(repo / "refs" / rev).value_or(rev);
-    if (!fs::is_directory(snaps / commit, ec))
-      throw Error(spec, "revision '" + printable(rev) +
-                            "' is not in the Hugging Face cache (looked in " + snaps.string() +
-                            ")");
-    dir = snaps / commit;
-  } else if (const auto main = read_ref(repo / "refs" / "main");
-             main && fs::is_directory(snaps / *main, ec)) {
-    dir = snaps / *main;
-  } else {
-    dir = newest_snapshot(snaps);
-    if (!dir) return std::nullopt;
-  }
-  if (!fs::is_regular_file(*dir / "config.json", ec))
-    throw Error(dir->string(), "no config.json in this cached snapshot (incomplete download?)");
-  return dir->string();
+// One part of a repo id, as the hub validates it.
+bool valid_id_part(const std::string& s) {
+  auto word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
+  if (s.empty() || s.size() > 96 || !word(s.front()) || !word(s.back())) return false;
+  if (s.find("--") != std::string::npos || s.find("..") != std::string::npos) return false;
+  for (const char c : s)
+    if (!word(c) && c != '-' && c != '.') return false;
+  return true;
 }
 
 }  // namespace
+
+std::optional<HubId> parse_hub_id(const std::string& spec) {
+  HubId id{spec, ""};
+  const auto at = spec.find('@');
+  if (at != std::string::npos) id.repo = spec.substr(0, at), id.revision = spec.substr(at + 1);
+  const auto slash = id.repo.find('/');
+  if (slash == std::string::npos || !valid_id_part(id.repo.substr(0, slash)) ||
+      !valid_id_part(id.repo.substr(slash + 1)))
+    return std::nullopt;
+  const std::string& rev = id.revision;
+  if (at != std::string::npos &&
+      (rev.empty() || rev.find("..") != std::string::npos || rev.front() == '/'))
+    throw Error(spec, "invalid revision '" + printable(rev) + "'");
+  return id;
+}
+
+std::string hub_cache_root() {
+  if (const char* c = std::getenv("HF_HUB_CACHE"); c && *c) return c;
+  if (const char* h = std::getenv("HF_HOME"); h && *h) return (fs::path(h) / "hub").string();
+  const char* home = std::getenv("HOME");
+  return (fs::path(home && *home ? home : ".") / ".cache" / "huggingface" / "hub").string();
+}
+
+std::string hub_repo_dir(const std::string& root, const std::string& repo) {
+  const auto slash = repo.find('/');
+  return (fs::path(root) / ("models--" + repo.substr(0, slash) + "--" + repo.substr(slash + 1)))
+      .string();
+}
+
+std::optional<std::string> cached_snapshot(const HubId& id, const std::string& root) {
+  const fs::path repo = hub_repo_dir(root, id.repo);
+  const fs::path snaps = repo / "snapshots";
+  std::error_code ec;
+  if (!fs::is_directory(snaps, ec)) return std::nullopt;
+  if (!id.revision.empty()) {
+    // A branch or tag resolves through refs/; a commit hash names the snapshot itself.
+    const fs::path dir = snaps / read_ref(repo / "refs" / id.revision).value_or(id.revision);
+    if (!fs::is_directory(dir, ec)) return std::nullopt;
+    return dir.string();
+  }
+  if (const auto main = read_ref(repo / "refs" / "main");
+      main && fs::is_directory(snaps / *main, ec))
+    return (snaps / *main).string();
+  if (const auto dir = newest_snapshot(snaps)) return dir->string();
+  return std::nullopt;
+}
+
+bool has_model_files(const std::string& dir_path) {
+  const fs::path dir(dir_path);
+  std::error_code ec;
+  if (!fs::is_regular_file(dir / "config.json", ec)) return false;
+  if (fs::is_regular_file(dir / "model.safetensors", ec)) return true;
+  const fs::path index = dir / "model.safetensors.index.json";
+  if (!fs::is_regular_file(index, ec)) return false;
+  // An index that does not parse is WeightFiles' to report, with its file named.
+  const json idx = json::parse(read_file(index.string(), false), nullptr, false);
+  const auto wm = idx.find("weight_map");
+  if (idx.is_discarded() || wm == idx.end() || !wm->is_object()) return true;
+  for (const auto& [name, shard] : wm->items())
+    if (shard.is_string() && !fs::is_regular_file(dir / shard.get<std::string>(), ec)) return false;
+  return true;
+}
 
 std::string resolve_model_dir(const std::string& spec) {
   std::error_code ec;
@@ -97,10 +125,21 @@ std::string resolve_model_dir(const std::string& spec) {
       throw Error(spec, "no config.json in this directory (not a Hugging Face model directory)");
     return spec;
   }
-  const fs::path root = hub_cache_root();
-  if (auto dir = find_in_hub_cache(spec, root)) return *dir;
+  const std::string root = hub_cache_root();
+  if (const auto id = parse_hub_id(spec)) {
+    if (const auto dir = cached_snapshot(*id, root)) {
+      if (!fs::is_regular_file(fs::path(*dir) / "config.json", ec))
+        throw Error(*dir, "no config.json in this cached snapshot (incomplete download?)");
+      return *dir;
+    }
+    const fs::path snaps = fs::path(hub_repo_dir(root, id->repo)) / "snapshots";
+    if (!id->revision.empty() && fs::is_directory(snaps, ec))
+      throw Error(spec, "revision '" + printable(id->revision) +
+                            "' is not in the Hugging Face cache (looked in " + snaps.string() +
+                            ")");
+  }
   throw Error(spec, "not a model directory and not found in the Hugging Face cache (looked in " +
-                        root.string() + ")");
+                        root + ")");
 }
 
 WeightFiles::WeightFiles(const std::string& dir_path) {

@@ -5,6 +5,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,9 +13,28 @@
 
 namespace hs {
 
-// SPEC is a directory, or a hub id "org/name" (optionally "org/name@revision") found in the
-// local Hugging Face cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub,
-// at models--org--name/snapshots/REV with REV from refs/main (or the newest snapshot).
+// A hub id: "org/name", optionally "@revision" (a branch, tag or commit).
+struct HubId {
+  std::string repo;      // org/name
+  std::string revision;  // empty: the default branch
+};
+// SPEC as a hub id, or nullopt when it is not one (org and name: 1-96 letters, digits, '-', '_',
+// '.', starting and ending with a letter, digit or '_', no "--" or "..", as the hub requires).
+// An empty or unsafe revision (leading '/', "..") is an error naming SPEC.
+std::optional<HubId> parse_hub_id(const std::string& spec);
+
+// The local Hugging Face cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub.
+std::string hub_cache_root();
+// ROOT/models--org--name, where the cache keeps REPO.
+std::string hub_repo_dir(const std::string& root, const std::string& repo);
+// The snapshot directory of ID in the cache at ROOT: refs/REVISION's commit, or REVISION itself
+// as a commit; without a revision refs/main's, else the newest snapshot. nullopt when absent.
+std::optional<std::string> cached_snapshot(const HubId& id, const std::string& root);
+// DIR holds config.json and the weight files WeightFiles reads (model.safetensors, or the index
+// and every shard it names): a cached snapshot that needs nothing more downloaded to load.
+bool has_model_files(const std::string& dir);
+
+// SPEC is a directory, or a hub id found in the local Hugging Face cache (cached_snapshot).
 // Throws hs::Error naming what was looked for when nothing is found.
 std::string resolve_model_dir(const std::string& spec);
 
