@@ -4,7 +4,6 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -19,12 +18,7 @@ class CrashRun : public ScratchTest<> {
  protected:
   void SetUp() override {
     ScratchTest<>::SetUp();
-    std::mt19937 rng(1);
-    const char* words[] = {"the", "cat", "sat",  "on",   "a",    "mat", "while", "dogs",
-                           "ran", "far", "away", "from", "home", "and", "birds", "sang"};
-    std::string text;
-    for (int i = 0; i < 800; ++i) text += std::string(words[rng() % 16]) + " ";
-    write("corpus.txt", text);
+    write("corpus.txt", random_words(800));
     write("plan.json", R"({"targets": {"0": [7], "2": [4, 6]}, "frozen_watch": {"2": [5]}})");
   }
   std::vector<std::string> repair(const std::string& out, bool resume = false) const {

@@ -10,7 +10,6 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <sstream>
 
 #include "golden_data.h"
@@ -30,12 +29,7 @@ class Repair : public hs::test::ScratchTest<> {
  protected:
   void SetUp() override {
     ScratchTest::SetUp();
-    std::mt19937 rng(1);
-    const char* words[] = {"the", "cat", "sat",  "on",   "a",    "mat", "while", "dogs",
-                           "ran", "far", "away", "from", "home", "and", "birds", "sang"};
-    std::string text;
-    for (int i = 0; i < 1500; ++i) text += std::string(words[rng() % 16]) + " ";
-    write("corpus.txt", text);
+    write("corpus.txt", hs::test::random_words(1500));
     write("plan.json", R"({"targets": {"0": [7], "2": [4, 6]}, "frozen_watch": {"2": [5]}})");
   }
   int run(const std::string& args, std::string* err = nullptr) {

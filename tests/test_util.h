@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -35,6 +36,16 @@ inline std::vector<std::string> golden_tokenizer_dirs() {
   return dirs_from_env("HEADSURGEON_TOKENIZER_DIRS", std::string(HS_TEST_DATA) +
                                                          "/golden/tokenizer:" HS_TEST_DATA
                                                          "/golden/tokenizer_neox");
+}
+
+// `n` words drawn from a 16-word vocabulary (seed 1): the training corpus of the tiny repair runs.
+inline std::string random_words(int n) {
+  std::mt19937 rng(1);
+  const char* words[] = {"the", "cat", "sat",  "on",   "a",    "mat", "while", "dogs",
+                         "ran", "far", "away", "from", "home", "and", "birds", "sang"};
+  std::string text;
+  for (int i = 0; i < n; ++i) text += std::string(words[rng() % 16]) + " ";
+  return text;
 }
 
 // Whole file as a string ("" when missing).

@@ -7,8 +7,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <string>
+
+#include "test_util.h"
 
 namespace hs::test {
 
@@ -16,12 +17,7 @@ namespace hs::test {
 // its exit code; stderr goes to dir/repair.err.
 inline int tiny_repair_run(const std::filesystem::path& dir, const std::string& out, int epochs,
                            int eval_steps) {
-  std::mt19937 rng(1);
-  const char* words[] = {"the", "cat", "sat",  "on",   "a",    "mat", "while", "dogs",
-                         "ran", "far", "away", "from", "home", "and", "birds", "sang"};
-  std::string text;
-  for (int i = 0; i < 1500; ++i) text += std::string(words[rng() % 16]) + " ";
-  std::ofstream(dir / "corpus.txt") << text;
+  std::ofstream(dir / "corpus.txt") << random_words(1500);
   std::ofstream(dir / "plan.json")
       << R"({"targets": {"0": [7], "2": [4, 6]}, "frozen_watch": {"2": [5]}})";
   const std::string cmd =
