@@ -35,17 +35,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct RunState {
-  int64_t step = 0;            // optimizer steps done
-  double best_ppl = INFINITY;  // best held-out PPL so far
-  int64_t best_step = -1;
-  int evals_since_best = 0;
-  double loss_sum = 0;  // training loss since the last evaluation
-  int64_t loss_count = 0;
-  nlohmann::json trajectory = nlohmann::json::array();
-  bool eval_pending = false;  // the evaluation due after `step` was interrupted: --resume does it
-};
-
 // Resumable state: the trainable slices (fp32 masters), Adam moments, counters. Written to a
 // fresh folder, then swapped in (write_dir_atomic), so a crash (or a third Ctrl-C) mid-write
 // leaves the previous state intact.
@@ -79,8 +68,13 @@ void save_state(const fs::path& run, const TargetSlices& slices, const AdamState
   });
 }
 
-void load_state(const fs::path& run, TargetSlices& slices, AdamState& adam, RunState& st,
-                const nlohmann::json& options) {
+const char* kGenPrompts[] = {"The meaning of", "def main():"};
+
+}  // namespace
+
+void read_run_state(const std::string& run_dir, TargetSlices& slices, AdamState& adam, RunState& st,
+                    const nlohmann::json& options) {
+  const fs::path run(run_dir);
   const fs::path jp = run / "state" / "state.json";
   const nlohmann::json j = read_json_file(jp.string());
   // Resuming with other settings would not continue the same run.
@@ -118,10 +112,6 @@ void load_state(const fs::path& run, TargetSlices& slices, AdamState& adam, RunS
   st.trajectory = j["trajectory"];
   st.eval_pending = j.value("eval_pending", false);
 }
-
-const char* kGenPrompts[] = {"The meaning of", "def main():"};
-
-}  // namespace
 
 int run_repair(const RepairOptions& o) {
   const auto t_start = std::chrono::steady_clock::now();
@@ -219,7 +209,7 @@ int run_repair(const RepairOptions& o) {
   if (o.reinit) reinitialize(slices, o.init, o.seed);
   RunState st;
   if (resume) {
-    load_state(run, slices, adam_state, st, options);
+    read_run_state(o.out_dir, slices, adam_state, st, options);
   } else {
     write_file_atomic((run / "plan.json").string(), plan.to_json().dump(1) + "\n");
     write_file_atomic((run / "config.json").string(), options.dump(1) + "\n");
