@@ -26,7 +26,7 @@ elif [[ " ${TARGETS[*]} " == *" $target "* ]]; then
 else
   usage
 fi
-command -v clang++ >/dev/null || { echo "fuzz.sh: needs clang (scripts/install-deps.sh --fuzz)" >&2; exit 2; }
+scripts/install-deps.sh --fuzz
 
 # -O2 without NDEBUG, as the release build: the asserts it keeps (nlohmann's among them) stay on.
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DHEADSURGEON_FUZZ=ON -DHEADSURGEON_CUDA=OFF \
