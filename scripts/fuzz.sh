@@ -50,7 +50,7 @@ for t in "${run[@]}"; do
   TMPDIR=$PWD/$scratch build-fuzz/fuzz/fuzz_"$t" "$corpus" -max_total_time="$seconds" \
     -timeout=10 -artifact_prefix="$findings"/ -print_final_stats=1 "${dict[@]}" "$@" \
     2>"$log" || rc=$?
-  grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec)' "$log" |
+  grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::average_exec_per_sec)' "$log" |
     tr '\n' ' ' || true
   echo
   if [ $rc -ne 0 ]; then
