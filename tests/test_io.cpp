@@ -1549,6 +1549,12 @@ TEST_F(HubCache, CheckpointFromCacheWithBlobSymlinks) {
 // ---------------------------------------------------------------------------------------------
 // Inputs the fuzzers (scripts/fuzz.sh) found mishandled
 
+// A line break quoted from config.json broke the one-line message (fuzz_config).
+TEST(Config, FuzzQuotedLineBreakStaysOneLine) {
+  EXPECT_HS_ERROR(ModelConfig::from_json(json{{"model_type", "fa\nlcon"}}, "c.json"), "c.json",
+                  "model_type \"fa?lcon\" is not supported");
+}
+
 // nlohmann reports a number beyond a double as out_of_range, which escaped as an unexpected
 // exception from every JSON file and from a safetensors header (fuzz_config, fuzz_safetensors).
 TEST_F(TempDirTest, FuzzNumberBeyondDoubleIsInvalidJson) {

@@ -170,6 +170,9 @@ TEST_F(Repair, BadInputsGiveOneClearLine) {
   expect_error(repair_args("x"), "layer '3' does not exist");
   write("plan.json", R"({"targets": {}})");
   expect_error(repair_args("x"), "no target heads");
+  // A line break quoted from the plan stays out of the one-line message (found by fuzz_plan).
+  write("plan.json", R"({"targets": {"0\n": [1]}})");
+  expect_error(repair_args("x"), "layer '0?' does not exist");
   write("plan.json", R"({"targets": {"0": [1]}})");
   write("corpus.txt", "");
   expect_error(repair_args("x"), "empty");

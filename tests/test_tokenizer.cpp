@@ -609,6 +609,12 @@ TEST(TokenizerErrors, BadFiles) {
   broken([](json& j) { j["model"].erase("merges"); }, {"merges"});
   broken([](json& j) { j["model"]["merges"].push_back({"Ġ", "not-a-token"}); }, {"not-a-token"});
   broken([](json& j) { j["model"]["merges"].push_back("a b c"); }, {"a b c"});
+  // A line break quoted from the file stays out of the one-line message (found by fuzz_tokenizer).
+  broken(
+      [](json& j) {
+        j["model"]["merges"].push_back({"\xC4\xA0", "line\nbreak"});
+      },
+      {"merge '\xC4\xA0 line?break'"});
   broken([](json& j) { j["model"]["byte_fallback"] = true; }, {"byte_fallback"});
   broken([](json& j) { j["added_tokens"][0]["lstrip"] = true; }, {"lstrip"});
   // The added token's id must agree with the vocab's id for the same text.
