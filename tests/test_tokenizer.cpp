@@ -617,6 +617,9 @@ TEST(TokenizerErrors, BadFiles) {
       {"merge '\xC4\xA0 line?break'"});
   broken([](json& j) { j["model"]["byte_fallback"] = true; }, {"byte_fallback"});
   broken([](json& j) { j["added_tokens"][0]["lstrip"] = true; }, {"lstrip"});
+  // A float id was read as an integer, undefined beyond int64 (found by fuzz_tokenizer).
+  broken([](json& j) { j["added_tokens"][0]["id"] = 5.02762e24; }, {"has a bad id"});
+  broken([](json& j) { j["added_tokens"][0]["id"] = 1.5; }, {"has a bad id"});
   // The added token's id must agree with the vocab's id for the same text.
   broken([](json& j) { j["added_tokens"][0]["id"] = 5; },
          {good["added_tokens"][0]["content"].get<std::string>()});
