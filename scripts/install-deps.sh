@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian packages headsurgeon builds against (skips apt when all are present).
-# --tests adds what only the test suite uses (Chromium for the HTML report's browser test).
+# --tests adds what only the test suite uses (Chromium for the HTML report's browser test);
+# --fuzz what scripts/fuzz.sh builds with: clang, its libFuzzer and sanitizer runtimes
+# (libclang-rt-14-dev) and its OpenMP (libomp-14-dev). Both may be given.
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config libopenblas-openmp-dev libgfortran5 nlohmann-json3-dev libpcre2-dev
       libutf8proc-dev libcli11-dev libcurl4-openssl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev libpng-dev)
-[ "${1:-}" = --tests ] && PKGS+=(chromium)
+for opt in "$@"; do
+  case $opt in
+    --tests) PKGS+=(chromium) ;;
+    --fuzz) PKGS+=(clang libclang-rt-14-dev libomp-14-dev) ;;
+    *) echo "install-deps.sh: unknown option $opt (--tests, --fuzz)" >&2; exit 2 ;;
+  esac
+done
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

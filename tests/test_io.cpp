@@ -27,6 +27,7 @@
 #include "model/checkpoint.h"
 #include "model/config.h"
 #include "util/error.h"
+#include "util/files.h"
 
 namespace hs {
 namespace {
@@ -1590,6 +1591,28 @@ TEST_F(HubCache, CheckpointFromCacheWithBlobSymlinks) {
   EXPECT_EQ(ck.tensor_names().size(), 41u);
   const Checkpoint pinned("bigscience/tiny8@0123abcd");
   EXPECT_EQ(pinned.config().vocab, 8192);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs the fuzzers (scripts/fuzz.sh) found mishandled
+
+// A line break quoted from config.json broke the one-line message (fuzz_config).
+TEST(Config, FuzzQuotedLineBreakStaysOneLine) {
+  EXPECT_HS_ERROR(ModelConfig::from_json(json{{"model_type", "fa\nlcon"}}, "c.json"), "c.json",
+                  "model_type \"fa?lcon\" is not supported");
+}
+
+// nlohmann reports a number beyond a double as out_of_range, which escaped as an unexpected
+// exception from every JSON file and from a safetensors header (fuzz_config, fuzz_safetensors).
+TEST_F(TempDirTest, FuzzNumberBeyondDoubleIsInvalidJson) {
+  const fs::path cfg = tmp_ / "config.json";
+  write_file(cfg, R"({"model_type": "bloom", "n_head": 1e400})");
+  EXPECT_HS_ERROR(read_json_file(cfg.string()), cfg.string(), "not valid JSON",
+                  "number out of range");
+  const fs::path st = tmp_ / "model.safetensors";
+  write_raw(st, R"({"t": {"dtype": "F32", "shape": [-1e400], "data_offsets": [0, 4]}})", 4);
+  EXPECT_HS_ERROR(SafetensorsFile(st.string()), st.string(), "header is not valid JSON",
+                  "number out of range");
 }
 
 }  // namespace

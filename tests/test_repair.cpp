@@ -164,6 +164,9 @@ TEST_F(Repair, BadInputsGiveOneClearLine) {
   expect_error(repair_args("x"), "layer '3' does not exist");
   write("plan.json", R"({"targets": {}})");
   expect_error(repair_args("x"), "no target heads");
+  // A line break quoted from the plan stays out of the one-line message (found by fuzz_plan).
+  write("plan.json", R"({"targets": {"0\n": [1]}})");
+  expect_error(repair_args("x"), "layer '0?' does not exist");
   write("plan.json", R"({"targets": {"0": [1]}})");
   write("corpus.txt", "");
   expect_error(repair_args("x"), "empty");
@@ -171,6 +174,38 @@ TEST_F(Repair, BadInputsGiveOneClearLine) {
   expect_error(repair_args("x"), "fewer than one chunk");
   write("corpus.txt", std::string("bad \xff utf8", 10));
   expect_error(repair_args("x"), "invalid UTF-8");
+}
+
+// A damaged state.json on --resume (found by fuzz_state): a missing key failed an assertion
+// (abort), a string where a count belongs threw the JSON library's error, 1e300 was cast to int.
+TEST_F(Repair, DamagedStateOnResumeGivesOneClearLine) {
+  ASSERT_EQ(run(repair_args("r", 1)), 0);
+  const std::string state = (dir_ / "r/state/state.json").string();
+  const auto good = nlohmann::json::parse(slurp(state));
+  auto expect_error = [&](const nlohmann::json& j, const std::string& needle) {
+    write("r/state/state.json", j.dump());
+    std::string err;
+    EXPECT_EQ(run(repair_args("r", 1) + " --resume", &err), 1) << j.dump();
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    EXPECT_NE(err.find(state), std::string::npos) << err;
+    EXPECT_NE(err.find(needle), std::string::npos) << needle << " in: " << err;
+  };
+  expect_error({{"step", 1}}, "no \"options\" object");
+  auto j = good;
+  j["options"].erase("lr");
+  expect_error(j, "option --lr was null");
+  j = good;
+  j["evals_since_best"] = 1e300;
+  expect_error(j, "\"evals_since_best\" must be an integer");
+  j = good;
+  j["step"] = "3";
+  expect_error(j, "\"step\" must be an integer");
+  j = good;
+  j["trajectory"] = 5;
+  expect_error(j, "\"trajectory\" must be an array");
+  j = good;
+  j.erase("loss_sum");
+  expect_error(j, "missing \"loss_sum\"");
 }
 
 TEST_F(Repair, NonFiniteLossStopsWithAClearError) {

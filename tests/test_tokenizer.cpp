@@ -609,8 +609,17 @@ TEST(TokenizerErrors, BadFiles) {
   broken([](json& j) { j["model"].erase("merges"); }, {"merges"});
   broken([](json& j) { j["model"]["merges"].push_back({"Ġ", "not-a-token"}); }, {"not-a-token"});
   broken([](json& j) { j["model"]["merges"].push_back("a b c"); }, {"a b c"});
+  // A line break quoted from the file stays out of the one-line message (found by fuzz_tokenizer).
+  broken(
+      [](json& j) {
+        j["model"]["merges"].push_back({"\xC4\xA0", "line\nbreak"});
+      },
+      {"merge '\xC4\xA0 line?break'"});
   broken([](json& j) { j["model"]["byte_fallback"] = true; }, {"byte_fallback"});
   broken([](json& j) { j["added_tokens"][0]["lstrip"] = true; }, {"lstrip"});
+  // A float id was read as an integer, undefined beyond int64 (found by fuzz_tokenizer).
+  broken([](json& j) { j["added_tokens"][0]["id"] = 5.02762e24; }, {"has a bad id"});
+  broken([](json& j) { j["added_tokens"][0]["id"] = 1.5; }, {"has a bad id"});
   // The added token's id must agree with the vocab's id for the same text.
   broken([](json& j) { j["added_tokens"][0]["id"] = 5; },
          {good["added_tokens"][0]["content"].get<std::string>()});

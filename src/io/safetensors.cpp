@@ -123,6 +123,9 @@ SafetensorsFile::SafetensorsFile(const std::string& path)
     j = nlohmann::json::parse(h, h + hlen);
   } catch (const nlohmann::json::parse_error& e) {
     throw Error(path, "header is not valid JSON (at byte " + std::to_string(e.byte) + ")");
+  } catch (const nlohmann::json::out_of_range&) {
+    // The parser reports a number beyond a double (1e400) as out_of_range, not a parse_error.
+    throw Error(path, "header is not valid JSON (a number out of range)");
   }
   if (!j.is_object()) throw Error(path, "header is not a JSON object");
 

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -34,17 +35,6 @@ namespace hs {
 namespace fs = std::filesystem;
 
 namespace {
-
-struct RunState {
-  int64_t step = 0;            // optimizer steps done
-  double best_ppl = INFINITY;  // best held-out PPL so far
-  int64_t best_step = -1;
-  int evals_since_best = 0;
-  double loss_sum = 0;  // training loss since the last evaluation
-  int64_t loss_count = 0;
-  nlohmann::json trajectory = nlohmann::json::array();
-  bool eval_pending = false;  // the evaluation due after `step` was interrupted: --resume does it
-};
 
 // Resumable state: the trainable slices (fp32 masters), Adam moments, counters. Written to a
 // fresh folder, then swapped in (write_dir_atomic), so a crash (or a third Ctrl-C) mid-write
@@ -79,22 +69,74 @@ void save_state(const fs::path& run, const TargetSlices& slices, const AdamState
   });
 }
 
-void load_state(const fs::path& run, TargetSlices& slices, AdamState& adam, RunState& st,
-                const nlohmann::json& options) {
+const char* kGenPrompts[] = {"The meaning of", "def main():"};
+
+}  // namespace
+
+void read_run_state(const std::string& run_dir, TargetSlices& slices, AdamState& adam, RunState& st,
+                    const nlohmann::json& options) {
+  const fs::path run(run_dir);
   const fs::path jp = run / "state" / "state.json";
   const nlohmann::json j = read_json_file(jp.string());
+  // A damaged or hand-edited state.json must give one line naming the key: reading it with
+  // operator[] and implicit conversions failed an assertion on a missing key, threw the JSON
+  // library's errors on wrong types and cast 1e300 to int (found by fuzz_state).
+  const auto opt_it = j.is_object() ? j.find("options") : j.end();
+  if (opt_it == j.end() || !opt_it->is_object())
+    throw Error(jp.string(), "not a run state (no \"options\" object)");
+  const nlohmann::json& was = *opt_it;
+  auto was_option = [&](const char* k) {
+    const auto it = was.find(k);
+    return it == was.end() ? nlohmann::json() : *it;
+  };
   // Resuming with other settings would not continue the same run.
   for (const char* k : {"lr", "accum", "seq", "epochs", "warmup", "clip", "seed", "reinit", "init",
                         "eval_every", "eval_steps", "patience"})
-    if (j["options"][k] != options[k])
-      throw Error(jp.string(), std::string("option --") + k + " was " + j["options"][k].dump() +
+    if (was_option(k) != options[k])
+      throw Error(jp.string(), std::string("option --") + k + " was " + was_option(k).dump() +
                                    " in this run, now " + options[k].dump() +
                                    ": resume with the same settings");
   // Bit for bit on the same device only (runs recorded before the device was, ran on the CPU).
-  if (j["options"].value("device", "cpu") != options["device"])
-    throw Error(jp.string(), "this run trained on " + j["options"].value("device", "cpu") +
+  const nlohmann::json device = was.contains("device") ? was_option("device") : "cpu";
+  if (device != options["device"])
+    throw Error(jp.string(), "this run trained on " +
+                                 (device.is_string() ? device.get<std::string>() : device.dump()) +
                                  ", now on " + options["device"].get<std::string>() +
                                  ": resume with the same --device");
+  auto integer = [&](const char* k, int64_t lo, int64_t hi) {
+    const auto it = j.find(k);
+    if (it == j.end() || !it->is_number_integer() ||
+        (it->is_number_unsigned() ? it->get<uint64_t>() > uint64_t(hi)
+                                  : it->get<int64_t>() < lo || it->get<int64_t>() > hi))
+      throw Error(jp.string(), std::string("\"") + k + "\" must be an integer in [" +
+                                   std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return it->get<int64_t>();
+  };
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  RunState read;
+  read.step = integer("step", 0, kMax);
+  const int64_t adam_steps = integer("adam_steps", 0, kMax);
+  read.best_step = integer("best_step", -1, kMax);
+  read.evals_since_best = int(integer("evals_since_best", 0, std::numeric_limits<int>::max()));
+  read.loss_count = integer("loss_count", 0, kMax);
+  const auto field = [&](const char* k) -> const nlohmann::json& {
+    const auto it = j.find(k);
+    if (it == j.end()) throw Error(jp.string(), std::string("missing \"") + k + "\"");
+    return *it;
+  };
+  if (!field("loss_sum").is_number()) throw Error(jp.string(), "\"loss_sum\" must be a number");
+  read.loss_sum = field("loss_sum").get<double>();
+  const nlohmann::json& best = field("best_ppl");
+  if (!best.is_null() && !best.is_number())
+    throw Error(jp.string(), "\"best_ppl\" must be a number or null");
+  read.best_ppl = best.is_null() ? INFINITY : best.get<double>();
+  if (!field("trajectory").is_array())
+    throw Error(jp.string(), "\"trajectory\" must be an array of evaluations");
+  read.trajectory = field("trajectory");
+  const auto pending = j.find("eval_pending");
+  if (pending != j.end() && !pending->is_boolean())
+    throw Error(jp.string(), "\"eval_pending\" must be true or false");
+  read.eval_pending = pending != j.end() && pending->get<bool>();
   SafetensorsFile f((run / "state" / "state.safetensors").string());
   auto bufs = slices.buffers();
   auto read_into = [&](const std::string& name, std::vector<float>& dst) {
@@ -108,20 +150,9 @@ void load_state(const fs::path& run, TargetSlices& slices, AdamState& adam, RunS
     read_into("adam_m." + std::to_string(k), adam.m[k]);
     read_into("adam_v." + std::to_string(k), adam.v[k]);
   }
-  st.step = j["step"];
-  adam.steps = j["adam_steps"];
-  st.best_ppl = j["best_ppl"].is_null() ? INFINITY : j["best_ppl"].get<double>();
-  st.best_step = j["best_step"];
-  st.evals_since_best = j["evals_since_best"];
-  st.loss_sum = j["loss_sum"];
-  st.loss_count = j["loss_count"];
-  st.trajectory = j["trajectory"];
-  st.eval_pending = j.value("eval_pending", false);
+  st = std::move(read);
+  adam.steps = adam_steps;
 }
-
-const char* kGenPrompts[] = {"The meaning of", "def main():"};
-
-}  // namespace
 
 int run_repair(const RepairOptions& o) {
   const auto t_start = std::chrono::steady_clock::now();
@@ -219,7 +250,7 @@ int run_repair(const RepairOptions& o) {
   if (o.reinit) reinitialize(slices, o.init, o.seed);
   RunState st;
   if (resume) {
-    load_state(run, slices, adam_state, st, options);
+    read_run_state(o.out_dir, slices, adam_state, st, options);
   } else {
     write_file_atomic((run / "plan.json").string(), plan.to_json().dump(1) + "\n");
     write_file_atomic((run / "config.json").string(), options.dump(1) + "\n");

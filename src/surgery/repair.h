@@ -3,10 +3,13 @@
 // safe to interrupt.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "engine/engine.h"
 #include "model/slices.h"
 
 namespace hs {
@@ -38,6 +41,24 @@ struct RepairOptions {
   bool quiet = false;
   int64_t interrupt_after_steps = 0;  // testing: behave as if Ctrl-C came after this step
 };
+
+// The counters of a run, saved with the slices and moments in RUN/state (state.json).
+struct RunState {
+  int64_t step = 0;            // optimizer steps done
+  double best_ppl = INFINITY;  // best held-out PPL so far
+  int64_t best_step = -1;
+  int evals_since_best = 0;
+  double loss_sum = 0;  // training loss since the last evaluation
+  int64_t loss_count = 0;
+  nlohmann::json trajectory = nlohmann::json::array();
+  bool eval_pending = false;  // the evaluation due after `step` was interrupted: --resume does it
+};
+
+// What --resume reads: RUN/state/state.json, whose options must match `options`, and
+// RUN/state/state.safetensors into the slices and Adam moments of the plan. Throws hs::Error
+// naming the file when either is not a state of this run.
+void read_run_state(const std::string& run, TargetSlices& slices, AdamState& adam, RunState& st,
+                    const nlohmann::json& options);
 
 // Returns the process exit code: 0 finished (or stopped early), 130 interrupted: after Ctrl-C or
 // SIGTERM (util/interrupt.h; the caller installs the handlers) the step or evaluation in

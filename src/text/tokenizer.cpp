@@ -899,7 +899,14 @@ void Tokenizer::Impl::load_pre_tokenizer(const json& pt) {
 void Tokenizer::Impl::load_added_tokens(const json& tokens) {
   for (const json& t : tokens) {
     const std::string content = t.at("content").get<std::string>();
-    const int64_t id = t.at("id").get<int64_t>();
+    const json& id_value = t.at("id");
+    // Only an integer is an id: reading a float such as 5e24 as one was undefined (found by
+    // fuzz_tokenizer).
+    if (!id_value.is_number_integer() ||
+        (id_value.is_number_unsigned() &&
+         id_value.get<uint64_t>() > uint64_t(std::numeric_limits<int32_t>::max())))
+      throw Error(path, "added token '" + content + "' has a bad id");
+    const int64_t id = id_value.get<int64_t>();
     if (content.empty()) continue;  // HF ignores these
     if (id < 0 || id > std::numeric_limits<int32_t>::max())
       throw Error(path, "added token '" + content + "' has a bad id");

@@ -9,10 +9,19 @@ namespace hs {
 
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& what) : std::runtime_error(what) {}
+  explicit Error(const std::string& what) : std::runtime_error(one_line(what)) {}
   // "where: what" — where is usually a path.
   Error(const std::string& where, const std::string& what)
-      : std::runtime_error(where + ": " + what) {}
+      : std::runtime_error(one_line(where + ": " + what)) {}
+
+ private:
+  // Messages quote the user's text (a model_type, a merge, a plan's layer key): its control
+  // characters become '?', so that the message stays one line (the fuzzers found line breaks).
+  static std::string one_line(std::string s) {
+    for (char& c : s)
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    return s;
+  }
 };
 
 }  // namespace hs

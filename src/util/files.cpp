@@ -64,6 +64,10 @@ nlohmann::json read_json_file(const std::string& path) {
     return nlohmann::json::parse(f);
   } catch (const nlohmann::json::parse_error& e) {
     throw Error(path, "not valid JSON (at byte " + std::to_string(e.byte) + ")");
+  } catch (const nlohmann::json::out_of_range&) {
+    // A number beyond a double (1e400) is reported by the parser as out_of_range, not a
+    // parse_error; without this it escaped as an unexpected exception (found by fuzz_config).
+    throw Error(path, "not valid JSON (a number out of range)");
   }
 }
 
