@@ -3,7 +3,7 @@
 # --tests adds what only the test suite uses (Chromium for the HTML report's browser test).
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config libopenblas-openmp-dev libgfortran5 nlohmann-json3-dev libpcre2-dev
-      libutf8proc-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev libpng-dev)
+      libutf8proc-dev zlib1g-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev libpng-dev)
 [ "${1:-}" = --tests ] && PKGS+=(chromium)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
