@@ -170,8 +170,8 @@ int run_repair(const RepairOptions& o) {
       TokenCache t = TokenCache::open(cache_path);
       check_token_source(t, source);
       if (!o.quiet)
-        std::fprintf(stderr, "corpus: %.2f M tokens from the run's token cache %s\n",
-                     double(t.tokens().size()) / 1e6, cache_path.c_str());
+        std::fprintf(stderr, "corpus: %zu tokens from the run's token cache %s\n",
+                     t.tokens().size(), cache_path.c_str());
       return t;
     }
     fs::create_directories(run);

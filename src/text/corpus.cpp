@@ -23,6 +23,14 @@ namespace {
 // Raw bytes per batch: thousands of C4 documents for the threads to share, a few MB held.
 constexpr size_t kBatchBytes = size_t(8) << 20;
 
+// "123456" or "58.09 M": progress lines stay short at any size.
+std::string count_text(int64_t n) {
+  if (n < 1000000) return std::to_string(n);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f M", double(n) / 1e6);
+  return buf;
+}
+
 }  // namespace
 
 std::vector<std::string> corpus_files(const std::vector<std::string>& paths) {
@@ -119,16 +127,16 @@ CorpusStats tokenize_corpus(const std::vector<std::string>& paths, const Tokeniz
     }
     if (o.progress && seconds_since(last_print) >= 2.0) {
       last_print = std::chrono::steady_clock::now();
-      std::fprintf(stderr, "corpus: %.1f of %.1f MB read, %.2f M tokens, %.1f MB/s\n",
+      std::fprintf(stderr, "corpus: %.1f of %.1f MB read, %s tokens, %.1f MB/s\n",
                    double(reader.bytes_read()) / 1e6, double(reader.total_bytes()) / 1e6,
-                   double(st.tokens) / 1e6, rate());
+                   count_text(st.tokens).c_str(), rate());
     }
   }
   if (o.progress)
     std::fprintf(stderr,
-                 "corpus: %lld document%s, %.2f M tokens from %.1f MB of text in %.1f s (%.1f "
-                 "MB/s on %d thread%s)%s\n",
-                 (long long)st.documents, plural(st.documents), double(st.tokens) / 1e6,
+                 "corpus: %lld document%s, %s tokens from %.1f MB of text in %.1f s (%.1f MB/s "
+                 "on %d thread%s)%s\n",
+                 (long long)st.documents, plural(st.documents), count_text(st.tokens).c_str(),
                  double(st.bytes) / 1e6, seconds_since(t0), rate(), threads, plural(threads),
                  st.truncated ? ", stopped at --max-tokens" : "");
   return st;
