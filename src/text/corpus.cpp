@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <future>
 #include <random>
 
 #include "text/corpus_reader.h"
@@ -97,9 +98,13 @@ CorpusStats tokenize_corpus(const std::vector<std::string>& paths, const Tokeniz
     std::exception_ptr error;
   };
   std::vector<Encoded> enc;
-  RawBatch batch;
+  RawBatch batch, ahead;
   auto last_print = t0;
-  while (!st.truncated && reader.next(batch, kBatchBytes)) {
+  for (bool more = reader.next(batch, kBatchBytes); more && !st.truncated; batch.swap(ahead)) {
+    // The reader (gunzip, line splitting) is serial: it reads the next batch on a thread of its
+    // own while this one is tokenized, or the tokenizing threads would wait for it. Leaving the
+    // loop early, the future's destructor waits for that read to end.
+    auto next = std::async(std::launch::async, [&] { return reader.next(ahead, kBatchBytes); });
     enc.assign(batch.docs.size(), Encoded{});
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
     for (size_t i = 0; i < batch.docs.size(); ++i) {
@@ -125,6 +130,7 @@ CorpusStats tokenize_corpus(const std::vector<std::string>& paths, const Tokeniz
       if (st.tokens > 0) emit({&eos_id, 1});
       if (!st.truncated) emit(enc[i].ids);
     }
+    more = next.get();
     if (o.progress && seconds_since(last_print) >= 2.0) {
       last_print = std::chrono::steady_clock::now();
       std::fprintf(stderr, "corpus: %.1f of %.1f MB read, %s tokens, %.1f MB/s\n",

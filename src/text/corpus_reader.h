@@ -33,6 +33,10 @@ struct RawDocument {
 struct RawBatch {
   std::string bytes;
   std::vector<RawDocument> docs;
+  void swap(RawBatch& other) noexcept {
+    bytes.swap(other.bytes);
+    docs.swap(other.docs);
+  }
   std::string_view view(const RawDocument& d) const { return {bytes.data() + d.begin, d.size}; }
 };
 
