@@ -161,7 +161,7 @@ TEST_F(Corpus, TextFilesJsonLinesAndGzipGiveTheSameStream) {
 }
 
 // The stream is cut at exactly N tokens, and reading stops there: bad input after the cut is
-// never read.
+// never reported.
 TEST_F(Corpus, MaxTokensTakesTheFirstTokensAndStopsReading) {
   const std::vector<int32_t> all = expected(kDocs);
   const std::string a = write("a.jsonl", jsonl(kDocs)).string();
