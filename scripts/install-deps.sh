@@ -5,7 +5,7 @@
 # (libclang-rt-14-dev) and its OpenMP (libomp-14-dev). Both may be given.
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config libopenblas-openmp-dev libgfortran5 nlohmann-json3-dev libpcre2-dev
-      libutf8proc-dev libcli11-dev libcurl4-openssl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev libpng-dev)
+      libutf8proc-dev zlib1g-dev libcli11-dev libcurl4-openssl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev libpng-dev)
 for opt in "$@"; do
   case $opt in
     --tests) PKGS+=(chromium) ;;

@@ -129,8 +129,14 @@ TEST_F(GpuSurgery, DemoModelFortyStepsTrackTheCpu) {
   const std::string dir = env && *env ? env : std::string(HS_TEST_DATA) + "/../../models/demo";
   Model model(dir, ModelOptions{int64_t(1) << 40});
   const Tokenizer tok = Tokenizer::from_file(dir + "/tokenizer.json");
-  const auto chunks = corpus_chunks({dir + "/corpus"}, tok, model.config().eos_id, 128);
-  ASSERT_GE(chunks.size(), 320u);
+  std::vector<int32_t> stream;
+  tokenize_corpus(
+      {dir + "/corpus"}, tok, model.config().eos_id, CorpusOptions{},
+      [&](std::span<const int32_t> ids) { stream.insert(stream.end(), ids.begin(), ids.end()); });
+  const Chunks view(stream, 128, dir);
+  ASSERT_GE(view.size(), 320u);
+  std::vector<std::vector<int32_t>> chunks;
+  for (size_t i = 0; i < view.size(); ++i) chunks.push_back(view.copy(i));
   std::vector<HeadRef> targets;
   for (int l = 1; l <= 4; ++l)
     for (int h = 9; h <= 15; ++h) targets.push_back({l, h});

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -175,6 +176,31 @@ TEST_F(Interrupt, RepairSigtermAndRepeatedSignals) {
   EXPECT_EQ(state("run")["step"], 0);
   hs::SafetensorsFile f((dir_ / "run/state/state.safetensors").string());
   EXPECT_TRUE(f.find("adam_v.0"));
+}
+
+// Ctrl-C while repair tokenizes its corpus, inside its one long document (40 MB of words that
+// rarely repeat: seconds on one thread): exit 130 within the limit, before the tokenizing ends,
+// and no token cache, whole or partial, left in the run directory.
+TEST_F(Interrupt, RepairStopsWhileTokenizing) {
+  write("plan.json", R"({"targets": {"1": [10, 11]}})");
+  const char* pieces[] = {"self", "def", "ret", "urn", "imp", "ort",  "_",  "ing",
+                          "str",  "val", "ue",  "pos", "ix",  "name", "lo", "ka"};
+  std::mt19937 rng(5);
+  std::string text;
+  text.reserve(41 << 20);
+  while (text.size() < (40 << 20)) {
+    for (int k = 3 + int(rng() % 5); k > 0; --k) text += pieces[rng() % 16];
+    text += rng() % 16 == 0 ? '\n' : ' ';
+  }
+  write("big.txt", text);
+  Child c({"repair", kDemo.string(), "--plan", path("plan.json"), "--corpus", path("big.txt"), "-o",
+           path("run"), "--threads", "1"});
+  ASSERT_TRUE(c.wait_for("corpus: tokenizing")) << c.err();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_LT(stop(c, SIGINT), kLimit);
+  EXPECT_EQ(c.err().find("corpus: 1 document,"), std::string::npos) << "tokenizing ended first";
+  EXPECT_NE(c.err().find("headsurgeon: interrupted"), std::string::npos) << c.err();
+  EXPECT_TRUE(fs::is_empty(dir_ / "run"));
 }
 
 // The long analysis commands, pretrain and the demo: each started on work that takes far longer

@@ -19,6 +19,7 @@
 #include "surgery/schedule.h"
 #include "text/bpe_trainer.h"
 #include "text/corpus.h"
+#include "text/token_cache.h"
 #include "text/tokenizer.h"
 #include "util/clock.h"
 #include "util/error.h"
@@ -67,8 +68,11 @@ void run_pretrain(const PretrainOptions& o) {
   if (!o.tokenizer.empty()) {
     tok_json = read_json_file(o.tokenizer);
   } else {
+    // Every document, --max-tokens or not: which documents a token limit keeps depends on the
+    // tokenizer being learned.
     std::vector<std::string> texts;
-    for (const auto& f : corpus_files(o.corpus)) texts.push_back(read_file(f, true));
+    for_each_document(o.corpus, o.text_field,
+                      [&](std::string_view doc) { texts.emplace_back(doc); });
     tok_json = train_bpe(texts, {o.vocab_size, 2});
     if (!o.quiet)
       std::fprintf(stderr, "tokenizer: %zu entries learned in %.1f s\n",
@@ -79,19 +83,31 @@ void run_pretrain(const PretrainOptions& o) {
   write_file_atomic(tok_path, tok_json.dump() + "\n");
 
   const ModelConfig c = bloom_config(o.hidden, o.heads, o.layers, int64_t(tok.vocab_size()));
+  // The corpus's tokens in a file of the output folder, mapped and then unlinked: pretrain does
+  // not resume, and the mapping keeps 100 M tokens out of the process's own memory.
+  const CorpusOptions copt{o.text_field, o.max_tokens, 0, !o.quiet};
+  const std::string cache_path = (fs::path(o.out_dir) / "corpus.tokens").string();
+  const TokenCache tokens = TokenCache::create(cache_path, o.corpus, tok, c.eos_id, copt,
+                                               token_source(o.corpus, copt, tok, c.eos_id));
+  fs::remove(cache_path);
+  const std::string where = o.corpus.size() == 1 ? o.corpus[0] : "corpus";
   // With --bos each sequence is <s> + seq-1 corpus tokens, as BLOOM's pretraining data layout
   // would have it if its tokenizer added a BOS.
-  auto chunks = corpus_chunks(o.corpus, tok, c.eos_id, o.seq - (o.bos ? 1 : 0));
-  if (o.bos)
-    for (auto& ch : chunks) ch.insert(ch.begin(), int32_t(c.bos_id));
+  const Chunks chunks(tokens.tokens(), o.seq - (o.bos ? 1 : 0), where);
+  auto sequence = [&](size_t i) {
+    std::vector<int32_t> s(size_t(o.seq), int32_t(c.bos_id));
+    const auto ch = chunks[i];
+    std::copy(ch.begin(), ch.end(), s.end() - ptrdiff_t(ch.size()));
+    return s;
+  };
   const size_t n_val = std::max<size_t>(1, size_t(double(chunks.size()) * o.val_fraction));
   if (chunks.size() < n_val + size_t(o.batch))
-    throw Error(o.corpus.size() == 1 ? o.corpus[0] : "corpus",
-                "too small: " + std::to_string(chunks.size()) + " chunks of --seq " +
-                    std::to_string(o.seq) + " for a batch of " + std::to_string(o.batch) +
-                    " plus validation");
-  const std::vector<std::vector<int32_t>> val(chunks.end() - n_val, chunks.end());
-  chunks.resize(chunks.size() - n_val);
+    throw Error(where, "too small: " + std::to_string(chunks.size()) + " chunks of --seq " +
+                           std::to_string(o.seq) + " for a batch of " + std::to_string(o.batch) +
+                           " plus validation");
+  const size_t n_train = chunks.size() - n_val;  // the tail is held out
+  std::vector<std::vector<int32_t>> val;
+  for (size_t i = n_train; i < chunks.size(); ++i) val.push_back(sequence(i));
 
   SinkTerm sink;
   if (!o.collapse.empty()) {
@@ -138,20 +154,22 @@ void run_pretrain(const PretrainOptions& o) {
   };
 
   int64_t epoch = 0;
-  std::vector<size_t> order = epoch_order(chunks.size(), o.seed, epoch);
+  std::vector<size_t> order = epoch_order(n_train, o.seed, epoch);
   size_t next = 0;
   double loss_acc = 0, sink_acc = 0;
   int64_t acc_n = 0;
   const auto t_train = std::chrono::steady_clock::now();
   for (int64_t step = 0; step < o.steps; ++step) {
-    std::vector<const std::vector<int32_t>*> batch;
-    while (int(batch.size()) < o.batch) {
+    std::vector<std::vector<int32_t>> seqs;  // copied out of the mapped stream
+    while (int(seqs.size()) < o.batch) {
       if (next == order.size()) {
-        order = epoch_order(chunks.size(), o.seed, ++epoch);
+        order = epoch_order(n_train, o.seed, ++epoch);
         next = 0;
       }
-      batch.push_back(&chunks[order[next++]]);
+      seqs.push_back(sequence(order[next++]));
     }
+    std::vector<const std::vector<int32_t>*> batch;
+    for (const auto& q : seqs) batch.push_back(&q);
     const bool sink_on = sink_heads > 0 && (o.collapse_steps < 0 || step < o.collapse_steps);
     const double step_total = batch_loss_and_grad(w, batch, 1.0 / double(tokens_per_step), grads,
                                                   sink_on ? &sink : nullptr);
@@ -214,7 +232,10 @@ void run_pretrain(const PretrainOptions& o) {
       {"collapse", o.collapse.empty() ? nlohmann::json(nullptr) : collapse_json["targets"]},
       {"collapse_strength", o.collapse_strength},
       {"collapse_steps", o.collapse_steps},
-      {"train_chunks", chunks.size()},
+      {"text_field", o.text_field},
+      {"max_tokens", o.max_tokens},
+      {"corpus_tokens", tokens.tokens().size()},
+      {"train_chunks", n_train},
       {"val_chunks", val.size()},
       {"curve", curve},
       {"seconds", seconds_since(t0)}};

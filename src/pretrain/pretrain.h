@@ -12,7 +12,9 @@
 namespace hs {
 
 struct PretrainOptions {
-  std::vector<std::string> corpus;  // UTF-8 files or folders
+  std::vector<std::string> corpus;  // files or folders: text, JSON lines, .gz (text/corpus.h)
+  std::string text_field = "text";  // the document's field in a JSON line
+  int64_t max_tokens = 0;           // train on the corpus's first N tokens; 0 = all
   std::string out_dir;
   std::string tokenizer;  // an existing tokenizer.json; empty = learn one of vocab_size
   int64_t vocab_size = 2048;

@@ -24,6 +24,7 @@
 #include "surgery/plan.h"
 #include "surgery/schedule.h"
 #include "text/corpus.h"
+#include "text/token_cache.h"
 #include "text/tokenizer.h"
 #include "util/clock.h"
 #include "util/error.h"
@@ -170,22 +171,6 @@ int run_repair(const RepairOptions& o) {
   const nlohmann::json plan_json = read_json_file(o.plan);
   const Plan plan = Plan::from_json(plan_json, o.plan, int(c.n_layer), int(c.n_head));
   const auto targets = plan.target_list();
-  const auto chunks = corpus_chunks(o.corpus, tok, c.eos_id, o.seq);
-  std::vector<std::string> heldout = heldout_prompts();
-  if (!o.heldout.empty()) {
-    heldout = read_nonblank_lines(o.heldout);
-    if (heldout.empty()) throw Error(o.heldout, "no held-out text (one prompt per line)");
-  }
-  // Scored as the plan's diagnosis read its prompts: with <s> first when it did (as `demo` and
-  // `ppl --bos` score them), so a checkpoint has one held-out PPL.
-  std::vector<std::vector<int32_t>> heldout_ids;
-  for (const auto& h : heldout) {
-    heldout_ids.push_back(plan.bos ? std::vector<int32_t>{int32_t(c.bos_id)}
-                                   : std::vector<int32_t>{});
-    const auto ids = tok.encode(h);
-    heldout_ids.back().insert(heldout_ids.back().end(), ids.begin(), ids.end());
-  }
-
   const fs::path run(o.out_dir);
   if (!o.resume && fs::exists(run / "state"))
     throw Error(o.out_dir, "already holds a run: use --resume to continue it, or another -o");
@@ -202,6 +187,40 @@ int run_repair(const RepairOptions& o) {
   if (o.resume && !resume && !o.quiet)
     std::fprintf(stderr, "repair: no saved state in %s yet: starting from the beginning\n",
                  o.out_dir.c_str());
+
+  // The corpus is tokenized once, into the run directory; --resume maps those tokens, so the
+  // run goes on over the very stream it started with.
+  const CorpusOptions copt{o.text_field, o.max_tokens, 0, !o.quiet};
+  const nlohmann::json source = token_source(o.corpus, copt, tok, c.eos_id);
+  const std::string cache_path = (run / "corpus.tokens").string();
+  const TokenCache tokens = [&] {
+    if (o.resume && fs::exists(cache_path)) {
+      TokenCache t = TokenCache::open(cache_path);
+      check_token_source(t, source);
+      if (!o.quiet)
+        std::fprintf(stderr, "corpus: %zu tokens from the run's token cache %s\n",
+                     t.tokens().size(), cache_path.c_str());
+      return t;
+    }
+    fs::create_directories(run);
+    return TokenCache::create(cache_path, o.corpus, tok, c.eos_id, copt, source);
+  }();
+  const Chunks chunks(tokens.tokens(), o.seq, o.corpus.size() == 1 ? o.corpus[0] : "corpus");
+  std::vector<std::string> heldout = heldout_prompts();
+  if (!o.heldout.empty()) {
+    heldout = read_nonblank_lines(o.heldout);
+    if (heldout.empty()) throw Error(o.heldout, "no held-out text (one prompt per line)");
+  }
+  // Scored as the plan's diagnosis read its prompts: with <s> first when it did (as `demo` and
+  // `ppl --bos` score them), so a checkpoint has one held-out PPL.
+  std::vector<std::vector<int32_t>> heldout_ids;
+  for (const auto& h : heldout) {
+    heldout_ids.push_back(plan.bos ? std::vector<int32_t>{int32_t(c.bos_id)}
+                                   : std::vector<int32_t>{});
+    const auto ids = tok.encode(h);
+    heldout_ids.back().insert(heldout_ids.back().end(), ids.begin(), ids.end());
+  }
+
   fs::create_directories(run / "checkpoints");
   fs::create_directories(run / "diagnoses");
 
@@ -212,6 +231,9 @@ int run_repair(const RepairOptions& o) {
       {"model", o.model},
       {"plan", o.plan},
       {"corpus", o.corpus},
+      {"text_field", o.text_field},
+      {"max_tokens", o.max_tokens},
+      {"tokens", tokens.tokens().size()},
       {"lr", o.lr},
       {"accum", o.accum},
       {"seq", o.seq},
@@ -260,7 +282,7 @@ int run_repair(const RepairOptions& o) {
   // A fixed sample of chunks for the training PPL.
   std::vector<std::vector<int32_t>> train_sample;
   for (size_t i : epoch_order(chunks.size(), o.seed ^ 0x5A5A, -1))
-    if (int(train_sample.size()) < o.train_ppl_chunks) train_sample.push_back(chunks[i]);
+    if (int(train_sample.size()) < o.train_ppl_chunks) train_sample.push_back(chunks.copy(i));
 
   auto evaluate = [&](int64_t epoch_done) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -359,8 +381,10 @@ int run_repair(const RepairOptions& o) {
       const size_t first = size_t(in_epoch) * size_t(o.accum);
       const size_t last = std::min(order.size(), first + size_t(o.accum));
       const double n_micro = double(last - first);
+      std::vector<std::vector<int32_t>> micro;  // copied out of the mapped stream
+      for (size_t i = first; i < last; ++i) micro.push_back(chunks.copy(order[i]));
       std::vector<const std::vector<int32_t>*> batch;
-      for (size_t i = first; i < last; ++i) batch.push_back(&chunks[order[i]]);
+      for (const auto& m : micro) batch.push_back(&m);
       const double loss = surgery->accumulate(batch, 1.0 / (n_micro * (o.seq - 1)));
       if (!std::isfinite(loss))
         throw Error(o.out_dir, "loss became " + std::to_string(loss) + " at step " +

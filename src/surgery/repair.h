@@ -18,7 +18,9 @@ struct RepairOptions {
   std::string model, plan, out_dir;
   std::string device = "cpu", gpu_dtype = "auto";  // where to train (backend/backend.h)
   std::string device_from = "--device";            // for error messages
-  std::vector<std::string> corpus;                 // files or folders (recursively, sorted)
+  std::vector<std::string> corpus;  // files or folders (recursively, sorted): text, JSON lines, .gz
+  std::string text_field = "text";  // the document's field in a JSON line
+  int64_t max_tokens = 0;           // use the corpus's first N tokens; 0 = all
   int epochs = 30;
   double lr = 5e-5;
   int accum = 8, seq = 512;
@@ -63,8 +65,10 @@ void read_run_state(const std::string& run, TargetSlices& slices, AdamState& ada
 // Returns the process exit code: 0 finished (or stopped early), 130 interrupted: after Ctrl-C or
 // SIGTERM (util/interrupt.h; the caller installs the handlers) the step or evaluation in
 // progress is abandoned at its next layer and the state of the last completed step saved.
-// Interrupted before training starts, it throws hs::Interrupted. Bad input throws hs::Error
-// naming the file; a NaN/inf loss throws after keeping the last good checkpoint and state.
+// Interrupted before training starts (tokenizing the corpus included), it throws hs::Interrupted.
+// Bad input throws hs::Error naming the file; a NaN/inf loss throws after keeping the last good
+// checkpoint and state. The corpus is tokenized into RUN_DIR/corpus.tokens (text/token_cache.h),
+// which --resume maps instead of reading the corpus again.
 int run_repair(const RepairOptions& o);
 
 }  // namespace hs

@@ -20,6 +20,7 @@
 
 #include "util/error.h"
 #include "util/files.h"
+#include "util/interrupt.h"
 
 namespace hs {
 namespace {
@@ -60,27 +61,6 @@ Utf8Step utf8_step(const unsigned char* p, size_t n) {
     hi = 0xBF;
   }
   return {true, need + 1};
-}
-
-// Offset of the first invalid sequence, or npos.
-size_t first_invalid_utf8(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const size_t n = s.size();
-  size_t i = 0;
-  while (i < n) {
-    // Most text is ASCII: skip it eight bytes at a time.
-    while (i + 8 <= n) {
-      uint64_t w;
-      std::memcpy(&w, p + i, 8);
-      if (w & 0x8080808080808080ull) break;
-      i += 8;
-    }
-    if (i >= n) break;
-    const Utf8Step st = utf8_step(p + i, n - i);
-    if (!st.ok) return i;
-    i += st.len;
-  }
-  return std::string_view::npos;
 }
 
 // HF passes the decoded bytes through String::from_utf8_lossy.
@@ -998,7 +978,10 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 // pre-tokenizes the rest.
 void Tokenizer::Impl::encode_added(std::string_view text, int pass, Work& w) const {
   if (pass == 2) {
-    split_pieces(text, 0, [&](std::string_view word) { bpe(word, w); });
+    split_pieces(text, 0, [&](std::string_view word) {
+      check_interrupted();  // one relaxed load a word: a long document stops within a second
+      bpe(word, w);
+    });
     return;
   }
   // Pass 1 is entered once per piece of pass 0; what follows reads views into `normalized`.

@@ -29,7 +29,8 @@ class Tokenizer {
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
 
-  // Throws hs::Error("invalid UTF-8 at byte N") when text is not valid UTF-8.
+  // Throws hs::Error("invalid UTF-8 at byte N") when text is not valid UTF-8, and
+  // hs::Interrupted after Ctrl-C (util/interrupt.h), between two words.
   std::vector<int32_t> encode(std::string_view text) const;
   // Special tokens are kept (as HF's decode does by default) unless skip_special.
   std::string decode(std::span<const int32_t> ids, bool skip_special = false) const;

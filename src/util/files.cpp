@@ -15,13 +15,18 @@
 
 namespace hs {
 
-namespace {
-
-// Offset of the first invalid UTF-8 sequence, or npos.
-size_t first_invalid_utf8(const std::string& s) {
+size_t first_invalid_utf8(std::string_view s) {
   size_t i = 0;
   const size_t n = s.size();
   while (i < n) {
+    // Most text is ASCII: skip it eight bytes at a time.
+    while (i + 8 <= n) {
+      uint64_t w;
+      std::memcpy(&w, s.data() + i, 8);
+      if (w & 0x8080808080808080ull) break;
+      i += 8;
+    }
+    if (i >= n) break;
     const unsigned char c = s[i];
     int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
     if (len == 0 || i + len > n) return i;
@@ -39,8 +44,6 @@ size_t first_invalid_utf8(const std::string& s) {
   }
   return std::string::npos;
 }
-
-}  // namespace
 
 std::string read_file(const std::string& path, bool utf8) {
   std::error_code ec;

@@ -4,9 +4,14 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace hs {
+
+// Offset of the first invalid UTF-8 sequence in s (overlong forms, surrogates and values past
+// U+10FFFF included), or npos.
+size_t first_invalid_utf8(std::string_view s);
 
 // Whole file as bytes; with utf8, invalid UTF-8 is an error "PATH: invalid UTF-8 at byte N".
 std::string read_file(const std::string& path, bool utf8);
