@@ -55,7 +55,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const fuzz::fs::path dir = fuzz::scratch_dir() / "corpus";
   for (size_t i = 0; i < parts.size(); ++i) {
     std::string_view p = parts[i];
-    const int form = p.empty() ? 0 : p[0] % 4;
+    const int form = p.empty() ? 0 : static_cast<uint8_t>(p[0]) % 4;
     if (!p.empty()) p.remove_prefix(1);
     static const char* ext[] = {".txt", ".jsonl", ".jsonl.gz", ".json.gz"};
     char name[24];
