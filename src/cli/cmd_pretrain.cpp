@@ -12,16 +12,7 @@ void add_pretrain(CLI::App& app) {
       "tokenizer with BLOOM's pipeline from the corpus, trains every weight, writes a Hugging "
       "Face checkpoint plus recipe.json. --collapse drives the plan's target heads onto the "
       "first token with an auxiliary loss (induced collapse, see docs/demo-model.md).");
-  sub->add_option("--corpus", o->corpus,
-                  "UTF-8 text files, JSON lines (.jsonl, .json), either gzipped (.gz), or folders "
-                  "of them (repeatable)")
-      ->required();
-  sub->add_option("--text-field", o->text_field, "the field of a JSON line that holds its document")
-      ->capture_default_str();
-  sub->add_option("--max-tokens", o->max_tokens,
-                  "train on only the corpus's first N tokens (files in order; 0: all)")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+  add_corpus_options(sub, o->corpus, o->text_field, o->max_tokens, "train on only");
   sub->add_option("-o,--out", o->out_dir, "output checkpoint directory")->required();
   sub->add_option("--tokenizer", o->tokenizer, "use this tokenizer.json instead of learning one");
   sub->add_option("--vocab", o->vocab_size, "vocabulary size of the learned tokenizer")

@@ -47,16 +47,7 @@ void add_repair(CLI::App& app) {
       ->required();
   sub->add_option("--plan", o->plan, "plan JSON (headsurgeon plan, or written by hand)")
       ->required();
-  sub->add_option("--corpus", o->corpus,
-                  "UTF-8 text files, JSON lines (.jsonl, .json), either gzipped (.gz), or folders "
-                  "of them (repeatable)")
-      ->required();
-  sub->add_option("--text-field", o->text_field, "the field of a JSON line that holds its document")
-      ->capture_default_str();
-  sub->add_option("--max-tokens", o->max_tokens,
-                  "use only the corpus's first N tokens (files in order; 0: all)")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+  add_corpus_options(sub, o->corpus, o->text_field, o->max_tokens, "use only");
   sub->add_option("-o,--out", o->out_dir, "run directory")->required();
   sub->add_option("--epochs", o->epochs, "epochs over the corpus")->capture_default_str();
   sub->add_option("--lr", o->lr, "AdamW learning rate")->capture_default_str();

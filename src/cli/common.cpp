@@ -15,6 +15,20 @@
 
 namespace hs::cli {
 
+void add_corpus_options(CLI::App* sub, std::vector<std::string>& corpus, std::string& text_field,
+                        int64_t& max_tokens, const std::string& use) {
+  sub->add_option("--corpus", corpus,
+                  "UTF-8 text files, JSON lines (.jsonl, .json), either gzipped (.gz), or folders "
+                  "of them (repeatable)")
+      ->required();
+  sub->add_option("--text-field", text_field, "the field of a JSON line that holds its document")
+      ->capture_default_str();
+  sub->add_option("--max-tokens", max_tokens,
+                  use + " the corpus's first N tokens (files in order; 0: all)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+}
+
 void write_output(const std::string& path, const std::string& content) {
   if (path == "-") {
     std::cout << content;

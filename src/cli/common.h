@@ -8,12 +8,18 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "util/clock.h"
 #include "util/files.h"
 #include "util/interrupt.h"
 
 namespace hs::cli {
+
+// --corpus (required, repeatable), --text-field and --max-tokens, as repair and pretrain take
+// them; `use` says what the first N tokens are for.
+void add_corpus_options(CLI::App* sub, std::vector<std::string>& corpus, std::string& text_field,
+                        int64_t& max_tokens, const std::string& use);
 
 // Exit codes scripts can rely on (documented in the README).
 constexpr int kExitOk = 0;
