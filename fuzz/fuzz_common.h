@@ -59,6 +59,14 @@ inline void write_file(const fs::path& path, std::string_view bytes) {
   std::ofstream(path, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
 }
 
+// The whole input as the file `name` in this process's scratch folder, for the targets whose
+// input is one file; its path.
+inline fs::path input_file(const char* name, const uint8_t* data, size_t size) {
+  const fs::path path = scratch_dir() / name;
+  write_file(path, {reinterpret_cast<const char*>(data), size});
+  return path;
+}
+
 // An hs::Error's message is the one line the user sees (error.h): a line break in it, from text
 // the file supplied, is a finding too.
 inline void check_one_line(const hs::Error& e) {

@@ -24,8 +24,7 @@ bool same(const ModelConfig& a, const ModelConfig& b) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const fuzz::fs::path path = fuzz::scratch_dir() / "config.json";
-  fuzz::write_file(path, {reinterpret_cast<const char*>(data), size});
+  const fuzz::fs::path path = fuzz::input_file("config.json", data, size);
   fuzz::expect_clean([&] {
     const nlohmann::json j = read_json_file(path.string());
     const ModelConfig c = ModelConfig::from_json(j, path.string());

@@ -11,8 +11,7 @@
 using namespace hs;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const fuzz::fs::path path = fuzz::scratch_dir() / "diagnosis.json";
-  fuzz::write_file(path, {reinterpret_cast<const char*>(data), size});
+  const fuzz::fs::path path = fuzz::input_file("diagnosis.json", data, size);
   std::optional<Diagnosis> d;
   fuzz::expect_clean(
       [&] { d = diagnosis_from_json(read_json_file(path.string()), path.string()); });

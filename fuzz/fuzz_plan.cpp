@@ -7,8 +7,7 @@
 using namespace hs;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const fuzz::fs::path path = fuzz::scratch_dir() / "plan.json";
-  fuzz::write_file(path, {reinterpret_cast<const char*>(data), size});
+  const fuzz::fs::path path = fuzz::input_file("plan.json", data, size);
   std::optional<Plan> plan;
   fuzz::expect_clean(
       [&] { plan = Plan::from_json(read_json_file(path.string()), path.string(), 6, 16); });

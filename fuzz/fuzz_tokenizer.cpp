@@ -6,8 +6,7 @@
 using namespace hs;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const fuzz::fs::path path = fuzz::scratch_dir() / "tokenizer.json";
-  fuzz::write_file(path, {reinterpret_cast<const char*>(data), size});
+  const fuzz::fs::path path = fuzz::input_file("tokenizer.json", data, size);
   fuzz::expect_clean([&] {
     const Tokenizer tok = Tokenizer::from_file(path.string());
     static constexpr std::string_view kText =
