@@ -19,6 +19,7 @@
 #include "backend/backend.h"
 #include "cuda/gemm.h"
 #include "cuda/runtime.h"
+#include "cuda_test_util.h"
 #include "diagnose/run.h"
 #include "engine/cpu/block.h"
 #include "eval/generate.h"
@@ -36,57 +37,6 @@ using cuda::DeviceBuffer;
 using test::floats;
 using test::id_rows;
 using test::rel_err;
-
-class Gpu : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const std::string why = cuda::unusable_reason();
-    if (!why.empty()) GTEST_SKIP() << why;
-  }
-};
-
-// Fresh inputs each run: a seed from the clock, printed so a failure can be replayed with
-// HS_TEST_SEED.
-uint32_t test_seed() {
-  static const uint32_t seed = [] {
-    const char* env = std::getenv("HS_TEST_SEED");
-    const uint32_t s = env ? uint32_t(std::strtoul(env, nullptr, 10)) : std::random_device{}();
-    std::printf("test_cuda: HS_TEST_SEED=%u\n", s);
-    return s;
-  }();
-  return seed;
-}
-
-std::vector<float> randn(std::mt19937& rng, size_t n, float scale = 1, float mean = 0) {
-  std::normal_distribution<float> nd(0, 1);
-  std::vector<float> v(n);
-  for (auto& x : v) x = mean + scale * nd(rng);
-  return v;
-}
-
-template <class T>
-DeviceBuffer upload(const std::vector<T>& h) {
-  DeviceBuffer d(std::max<size_t>(h.size() * sizeof(T), 1));
-  cuda::check(cudaMemcpy(d.as<void>(), h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice),
-              "upload");
-  return d;
-}
-
-// Device buffer of `bytes` filled with NaN (all bits set).
-DeviceBuffer poisoned(size_t bytes) {
-  DeviceBuffer d(std::max<size_t>(bytes, 1));
-  cuda::check(cudaMemset(d.as<void>(), 0xff, bytes), "poison");
-  return d;
-}
-
-template <class T>
-std::vector<T> download(const DeviceBuffer& d, size_t n) {
-  cuda::check(cudaDeviceSynchronize(), "sync");
-  std::vector<T> h(n);
-  cuda::check(cudaMemcpy(h.data(), d.as<void>(), n * sizeof(T), cudaMemcpyDeviceToHost),
-              "download");
-  return h;
-}
 
 // Kernels run in fp32 here (W = float): the tolerances are fp32 rounding over the reductions
 // involved, relative to the output's scale.
@@ -577,7 +527,9 @@ void expect_attention_backward(std::mt19937& rng, const std::string& where, cons
 // lengths that are not multiples of the tiles (1, 33, 65, 70, 97, 100, 130) packed together; a
 // head mask. fp32 on both sides: the GPU's D = dctx · ctx and its summation orders against the
 // CPU's, over up to 130 terms: 2e-5 of the part's scale. bf16 and fp16 ctx round D's inputs to 8
-// and 11 bits, which moves dq and dk by up to 5e-3 and 5e-4 of their scale: 1.5e-2 and 2e-3.
+// and 11 bits, which moves dq and dk by up to 5e-3 and 5e-4 of their scale: 1.5e-2 and 2e-3
+// (sequences under 64 rows: from there 16-bit types go to the tensor-core kernels, tested in
+// test_cuda_attention.cpp).
 TEST_F(Gpu, AttentionBackwardMatchesCpu) {
   std::mt19937 rng(test_seed() + 14);
   struct Case {
@@ -596,9 +548,9 @@ TEST_F(Gpu, AttentionBackwardMatchesCpu) {
                                             {2, 128, {65, 3, 97}, {}},
                                             {1, 200, {70}, {}}})
       expect_attention_backward<float>(rng, name, al, cs.H, cs.hd, cs.T, cs.mask, 2e-5);
-  expect_attention_backward<__nv_bfloat16>(rng, "bloom, bf16 ctx", AlibiParams{}, 3, 64, {100, 33},
+  expect_attention_backward<__nv_bfloat16>(rng, "bloom, bf16 ctx", AlibiParams{}, 3, 64, {60, 33},
                                            {}, 1.5e-2);
-  expect_attention_backward<__half>(rng, "bloom, f16 ctx", AlibiParams{}, 2, 128, {70}, {}, 2e-3);
+  expect_attention_backward<__half>(rng, "bloom, f16 ctx", AlibiParams{}, 2, 128, {50}, {}, 2e-3);
 }
 
 // The cross-entropy gradient of one vocabulary chunk, in place: targets inside and outside the

@@ -10,8 +10,10 @@
 // shuffles. Everything T x T stays in registers, one tile at a time.
 #include <algorithm>
 #include <string>
+#include <type_traits>
 
 #include "cuda/runtime.h"
+#include "ops/cuda/attention_tc.cuh"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/ops.cuh"
 #include "ops/online_softmax.h"
@@ -208,6 +210,10 @@ void alibi_attention_forward(W* ctx, float* row_stats, float* probs, const int64
                              const float* slopes, const AlibiParams& alibi, RowMap m, int H, int hd,
                              int cap, int max_rows, cudaStream_t stream, float* lse) {
   if (max_rows <= 0 || m.B == 0) return;
+  if constexpr (!std::is_same_v<W, float>)
+    if (!probs && max_rows >= kTensorCoreMinRows && tensor_core_attention_fits(hd, {qkv, kc, vc}))
+      return alibi_attention_forward_tc<W>(ctx, row_stats, qkv, kc, vc, slopes, alibi, m, H, hd,
+                                           cap, max_rows, stream, lse);
   const int dpl = (hd + 31) / 32;
 #define HS_LAUNCH(D)                                                                               \
   return launch_attention<D, W>(ctx, row_stats, probs, probs_off, lse, qkv, kc, vc, slopes, alibi, \

@@ -15,8 +15,10 @@
 // dims 4 i + 64 u + c (c < 4; i = ty for dk/dv, tx for dq) of its keys (rows), reading the tile's
 // P and dS from shared memory.
 #include <string>
+#include <type_traits>
 
 #include "cuda/runtime.h"
+#include "ops/cuda/attention_tc.cuh"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/ops.cuh"
 #include "ops/qkv_layout.h"
@@ -152,6 +154,15 @@ __global__ void attn_bwd_d_kernel(float* D, const float* dctx, const W* ctx,
   for (int e = lane; e < hd; e += 32) s += dctx[off + e] * to_f32(ctx[off + e]);
   s = warp_sum(s);
   if (lane == 0) D[int64_t(h) * N + g] = s;
+}
+
+template <class W>
+void launch_d(float* D, const float* dctx, const W* ctx, const uint8_t* head_mask, int N, int H,
+              int hd, cudaStream_t stream) {
+  const int64_t warps = int64_t(N) * H;
+  attn_bwd_d_kernel<W><<<int((warps * 32 + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      D, dctx, ctx, head_mask, N, H, hd);
+  HS_CUDA(cudaGetLastError());
 }
 
 // dk, dv of the keys j0 .. j0 + BC of head blockIdx.y of sequence blockIdx.z.
@@ -349,10 +360,11 @@ void alibi_attention_backward(float* dqkv, const float* dctx, const float* qkv, 
   if (max_rows <= 0 || m.B == 0 || m.N == 0) return;
   if (hd > 256)
     throw Error("cuda", "head dimension " + std::to_string(hd) + " is above the supported 256");
-  const int64_t warps = int64_t(m.N) * H;
-  attn_bwd_d_kernel<W><<<int((warps * 32 + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-      D, dctx, ctx, head_mask, m.N, H, hd);
-  HS_CUDA(cudaGetLastError());
+  launch_d<W>(D, dctx, ctx, head_mask, m.N, H, hd, stream);
+  if constexpr (!std::is_same_v<W, float>)
+    if (max_rows >= kTensorCoreMinRows && tensor_core_attention_fits(hd, {dqkv, dctx, qkv, kc, vc}))
+      return attention_backward_tc_kernels<W>(dqkv, dctx, qkv, kc, vc, lse, D, slopes, alibi, m, H,
+                                              hd, cap, max_rows, head_mask, stream);
   using G64 = Geometry<64, 4, 4>;
   using A128 = Geometry<128, 2, 4>;
   using B128 = Geometry<128, 4, 2>;
@@ -368,6 +380,28 @@ void alibi_attention_backward(float* dqkv, const float* dctx, const float* qkv, 
   else
     launch(G256{}, G256{});
 }
+
+template <class T>
+void alibi_attention_backward_tc(float* dqkv, const float* dctx, const float* qkv, const float* kc,
+                                 const float* vc, const T* ctx, const float* lse, float* D,
+                                 const float* slopes, const AlibiParams& alibi, RowMap m, int H,
+                                 int hd, int cap, int max_rows, const uint8_t* head_mask,
+                                 cudaStream_t stream) {
+  if (max_rows <= 0 || m.B == 0 || m.N == 0) return;
+  launch_d<T>(D, dctx, ctx, head_mask, m.N, H, hd, stream);
+  attention_backward_tc_kernels<T>(dqkv, dctx, qkv, kc, vc, lse, D, slopes, alibi, m, H, hd, cap,
+                                   max_rows, head_mask, stream);
+}
+template void alibi_attention_backward_tc<__nv_bfloat16>(float*, const float*, const float*,
+                                                         const float*, const float*,
+                                                         const __nv_bfloat16*, const float*, float*,
+                                                         const float*, const AlibiParams&, RowMap,
+                                                         int, int, int, int, const uint8_t*,
+                                                         cudaStream_t);
+template void alibi_attention_backward_tc<__half>(float*, const float*, const float*, const float*,
+                                                  const float*, const __half*, const float*, float*,
+                                                  const float*, const AlibiParams&, RowMap, int,
+                                                  int, int, int, const uint8_t*, cudaStream_t);
 
 #define HS_INSTANTIATE(W)                                                                       \
   template void alibi_attention_backward<W>(float*, const float*, const float*, const float*,   \

@@ -84,6 +84,17 @@ void alibi_attention_forward(W* ctx, float* row_stats, float* probs, const int64
                              const float* slopes, const AlibiParams& alibi, RowMap m, int H, int hd,
                              int cap, int max_rows, cudaStream_t stream, float* lse = nullptr);
 
+// The same on tensor cores (attention_tc.cu), for T = __nv_bfloat16 or __half: Q, K, V and the
+// probabilities rounded to T for the products, fp32 accumulation and softmax; no probs output;
+// head dimensions 64 and 128, operands 16-byte aligned. alibi_attention_forward takes this path
+// by itself for 16-bit W when a sequence has kTensorCoreMinRows (attention_tc.cuh) or more rows
+// and no probabilities are asked for.
+template <class T>
+void alibi_attention_forward_tc(T* ctx, float* row_stats, const float* qkv, const float* kc,
+                                const float* vc, const float* slopes, const AlibiParams& alibi,
+                                RowMap m, int H, int hd, int cap, int max_rows, cudaStream_t stream,
+                                float* lse = nullptr);
+
 // dqkv[N, 3*H*hd] += the gradient of a training pass's attention for the heads with
 // head_mask[h] != 0 (a device array; null = all), in the internal layout (qkv_row). Every
 // sequence's past must be 0 (a training pass holds all of its keys; not checked here, which would
@@ -99,6 +110,16 @@ void alibi_attention_backward(float* dqkv, const float* dctx, const float* qkv, 
                               const float* slopes, const AlibiParams& alibi, RowMap m, int H,
                               int hd, int cap, int max_rows, const uint8_t* head_mask,
                               cudaStream_t stream);
+
+// The same on tensor cores (attention_tc.cu; T and head dimensions as for
+// alibi_attention_forward_tc, whose lse it must be given: both round q and k to T). Taken by
+// alibi_attention_backward by itself under the forward's rule.
+template <class T>
+void alibi_attention_backward_tc(float* dqkv, const float* dctx, const float* qkv, const float* kc,
+                                 const float* vc, const T* ctx, const float* lse, float* D,
+                                 const float* slopes, const AlibiParams& alibi, RowMap m, int H,
+                                 int hd, int cap, int max_rows, const uint8_t* head_mask,
+                                 cudaStream_t stream);
 
 // MPT's clip_qkv, backward: dqkv[i] = 0 unless -c <= qkv_raw[i] + bias[i % C] <= c (bias may
 // be null), over [N, C]: torch.clamp's gradient mask, from the raw GEMM output the forward kept.
