@@ -98,7 +98,7 @@ void add_repair(CLI::App& app) {
     o->reinit = !*no_reinit;
     fetch_model(o->model);
     const int rc = run_repair(*o);
-    if (rc != 0) throw ExitCode(rc);
+    if (rc != 0) throw ExitCode{rc};
   }));
 }
 
