@@ -10,6 +10,9 @@
 
 #include "backend/backend.h"
 #include "eval/generate.h"
+#ifdef HEADSURGEON_HAVE_CUDA
+#include "cuda/runtime.h"
+#endif
 
 namespace {
 
@@ -31,13 +34,14 @@ double median_seconds(int warm, int reps, F&& f) {
 int main(int argc, char** argv) {
   CLI::App app("Times the diagnosis forward, greedy decoding and perplexity of one model.");
   std::string model, device = "auto", dtype = "auto";
-  int T = 60, new_tokens = 100, ppl_len = 512, ppl_batch = 8, reps = 10;
+  int T = 60, diag_batch = 1, new_tokens = 100, ppl_len = 512, ppl_batch = 8, reps = 10;
   std::vector<std::string> what = {"diagnose", "decode", "ppl"};
   app.add_option("MODEL", model, "checkpoint directory")->required();
   app.add_option("--device", device, "auto, cpu or cuda")->capture_default_str();
   app.add_option("--gpu-dtype", dtype, "auto, bf16, f16 or f32")->capture_default_str();
   app.add_option("--what", what, "diagnose, decode, ppl")->capture_default_str();
   app.add_option("--T", T, "diagnosis prompt length")->capture_default_str();
+  app.add_option("--diag-batch", diag_batch, "prompts per diagnosis call")->capture_default_str();
   app.add_option("--new-tokens", new_tokens, "greedy tokens after an 8-token prompt")
       ->capture_default_str();
   app.add_option("--ppl-length", ppl_len, "tokens per scored sequence")->capture_default_str();
@@ -69,11 +73,18 @@ int main(int argc, char** argv) {
     emit({{"what", "load"}, {"seconds", load}});
     for (const std::string& w : what) {
       if (w == "diagnose") {
-        const std::vector<std::vector<int32_t>> seqs = {random_ids(T)};
+        std::vector<std::vector<int32_t>> seqs;
+        for (int i = 0; i < diag_batch; ++i) seqs.push_back(random_ids(T));
         hs::ForwardOptions o;
         o.head_stats = true;
         const double s = median_seconds(3, reps, [&] { e->forward(seqs, o); });
-        emit({{"what", "diagnose"}, {"T", T}, {"ms", s * 1e3}});
+        nlohmann::json j = {{"what", "diagnose"}, {"T", T}, {"batch", diag_batch}, {"ms", s * 1e3}};
+#ifdef HEADSURGEON_HAVE_CUDA
+        // Device memory held at the peak so far (weights included): the long-T rows' "memory".
+        if (kind == hs::DeviceKind::cuda)
+          j["peak_gib"] = double(hs::cuda::peak_allocated_bytes()) / double(1 << 30);
+#endif
+        emit(j);
       } else if (w == "decode") {
         const auto prompt = random_ids(8);
         hs::GenerateOptions g;

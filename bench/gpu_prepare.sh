@@ -13,9 +13,10 @@ scripts/build.sh -DHEADSURGEON_CUDA=ON
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/lib"
-bins=(headsurgeon make_random_checkpoint bench_engine bench_surgery test_cuda test_cuda_surgery)
+bins=(headsurgeon make_random_checkpoint bench_engine bench_surgery bench_attention test_cuda test_cuda_surgery test_cuda_attention)
 cp build/headsurgeon build/make_random_checkpoint build/bench/bench_engine build/bench/bench_surgery \
-  build/tests/test_cuda build/tests/test_cuda_surgery "$stage/"
+  build/bench/bench_attention build/tests/test_cuda build/tests/test_cuda_surgery \
+  build/tests/test_cuda_attention "$stage/"
 # What the GPU machine provides (glibc's libraries, libresolv among them, must come from one
 # glibc); every other library must resolve into the bundle.
 system='^(linux-vdso\.so\.1|(/.*/)?ld-linux-x86-64\.so\.2|libc\.so\.6|libm\.so\.6|libpthread\.so\.0|libdl\.so\.2|librt\.so\.1|libresolv\.so\.2|libstdc\+\+\.so\.6|libgcc_s\.so\.1|libcublas\.so\.13|libcublasLt\.so\.13)$'

@@ -7,7 +7,7 @@
 # anchor; mpt-7b and falcon-rw-1b without one), the demo on the GPU, the bloom-7b1 end-to-end run
 # and surgery, then a pass/fail table and the table of ratios. Nothing is built or installed
 # there. Arguments name the stages to run, in order (default: all, most important first):
-#   tests surgery train1b7 anchor1b7 demo bench1b7 sanitizer families e2e7b1 train7b1
+#   tests attention surgery train1b7 anchor1b7 demo bench1b7 sanitizer families e2e7b1 train7b1
 # Every step's time limit is cut to what is left of a budget (HS_BUDGET_S, 470 s) and a
 # step that would start with too little left is skipped (SKIP in the table), so the tables always
 # print and the call ends inside 8 minutes. Full logs go to $OUT.
@@ -154,6 +154,9 @@ stage_sanitizer() {
     timeout "$(lim 90)" compute-sanitizer --tool "$tool" --error-exitcode 9 "$G/test_cuda" \
       --gtest_filter='Gpu.*-Gpu.Random*' >"$OUT/sanitizer_$tool.txt" 2>&1
     rc=$?
+    timeout "$(lim 60)" compute-sanitizer --tool "$tool" --error-exitcode 9 "$G/test_cuda_attention" \
+      --gtest_filter='Gpu.*-Gpu.*LongInputs' >>"$OUT/sanitizer_$tool.txt" 2>&1
+    [ $rc = 0 ] && rc=$?
     clean=$(grep -c "ERROR SUMMARY: 0 errors" "$OUT/sanitizer_$tool.txt")
     echo "$tool exit $rc ($clean clean summaries)"
     check "compute-sanitizer $tool" "$(verdict "$rc")" "exit $rc$([ $rc = 124 ] && echo ' (timed out)')"
@@ -267,6 +270,43 @@ print(f"{'all kernels (warm-up + 1 step)':48} {sum(cnt.values()):6} {s / 1e3:9.2
 PY
   check "profile surgery 1b7" "$(verdict "$rc")" "exit $rc"
 }
+stage_attention() {
+  # The tensor-core attention (issue 19): its tests against the CPU twin, the kernels alone
+  # (TFLOP/s beside the CUDA-core kernels), and the long-input diagnosis of bloom-1b7 beside the
+  # HF anchor, with the 1,000-prompt diagnosis.
+  section "tensor-core attention: tests"
+  timeout "$(lim 120)" "$G/test_cuda_attention" >"$OUT/test_cuda_attention.txt" 2>&1
+  local rc=$?
+  grep -E "HS_TEST_SEED|^\[  (PASSED|FAILED|SKIPPED) |Failure" "$OUT/test_cuda_attention.txt" | head -30
+  for t in Forward Backward; do
+    printf '  %s\t%s\n' "tensor-core attention $t vs the CPU twin" \
+      "$(LOG=$OUT/test_cuda_attention.txt passed "Gpu\.TensorCoreAttention${t}MatchesCpu ")" >>"$CHECKS"
+  done
+  printf '  %s\t%s\n' "tensor-core attention T=32768 vs CUDA cores, T=2048 vs CPU" \
+    "$(LOG=$OUT/test_cuda_attention.txt passed "Gpu\.TensorCoreAttentionLongInputs ")" >>"$CHECKS"
+  check "test_cuda_attention: all (exit $rc)" "$(verdict "$rc")" ""
+  if short 60; then
+    check "bench_attention" SKIP "out of time"
+  else
+    section "attention kernels alone: bloom-1b7 heads (16 x 128), one sequence"
+    timeout "$(lim 90)" "$G/bench_attention" --T 512 2048 4096 8192 16384 32768 \
+      2>"$OUT/bench_attention.err" | tee -a "$OUT/results.jsonl"
+    rc=${PIPESTATUS[0]}
+    check "bench_attention (exit $rc)" "$(verdict "$rc")" "$(tail -1 "$OUT/bench_attention.err")"
+  fi
+  short 150 || ckpt bloom-1b7 bloom-1b7
+  for T in 8192 16384 32768 65536; do
+    bench bloom-1b7 bloom-1b7 --what diagnose --T "$T" --reps 3
+  done
+  bench bloom-1b7 bloom-1b7 --what diagnose --T 512 --diag-batch 1000 --reps 3
+  if short 60; then
+    check "HF anchor long diagnosis" SKIP "out of time"
+  else
+    section "HF anchor: diagnosis of bloom-1b7 at T = 8192 and 16384"
+    timeout "$(lim 90)" python3 bench/hf_diag_anchor.py 8192 16384 2>"$OUT/hf_diag_err.txt" |
+      tee -a "$OUT/results.jsonl"
+  fi
+}
 stage_anchor1b7() {
   if short 100; then
     check "HF anchor bloom-1b7" SKIP "out of time"
@@ -279,7 +319,7 @@ stage_anchor1b7() {
 }
 
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(tests surgery train1b7 anchor1b7 demo bench1b7 sanitizer families e2e7b1 train7b1)
+[ ${#stages[@]} -gt 0 ] || stages=(tests attention surgery train1b7 anchor1b7 demo bench1b7 sanitizer families e2e7b1 train7b1)
 for s in "${stages[@]}"; do
   declare -F "stage_$s" >/dev/null || { echo "gpu_run: no stage '$s'"; exit 2; }
 done
@@ -307,7 +347,12 @@ try:
     hf_total = re.findall(r"total[^0-9]*([0-9.]+)", open(os.path.join(out, "hf_e2e.txt")).read())
 except OSError:
     hf_total = []
-rows = [("diagnose 1b7 T=60 (ms)", hf.get("diag_ms"), get("diagnose", "ms", "bloom-1b7"), "lower"),
+def hf_diag(T):
+    return next((o.get("ms") for o in results if o["what"] == "hf_diag" and o["T"] == T), None)
+def diag_ms(T, batch=1):
+    return next((o["ms"] for o in results if o["what"] == "diagnose" and o.get("T") == T
+                 and o.get("batch", 1) == batch and o.get("model", "").endswith("bloom-1b7")), None)
+rows = [("diagnose 1b7 T=60 (ms)", hf.get("diag_ms"), diag_ms(60), "lower"),
         ("greedy decode 1b7 (tok/s)", hf.get("gen_tok_s"), get("decode", "tok_s", "bloom-1b7"), "higher"),
         ("ppl 1b7 8x512 (tok/s)", get("hf_ppl", "tok_s"), get("ppl", "tok_s", "bloom-1b7"), "higher"),
         ("diagnose mpt-7b T=60 (ms)", None, get("diagnose", "ms", "mpt-7b"), "lower"),
@@ -326,10 +371,32 @@ rows = [("diagnose 1b7 T=60 (ms)", hf.get("diag_ms"), get("diagnose", "ms", "blo
          get("train", "tok_s", "bloom-7b1"), "higher"),
         ("train 7b1 peak (GiB)", get("hf_train", "peak_gib", "bloom-7b1"),
          get("train", "peak_gib", "bloom-7b1"), "lower")]
+rows += [("diagnose 1b7 T=8192 (ms)", hf_diag(8192), diag_ms(8192), "lower"),
+         ("diagnose 1b7 T=16384 (ms)", hf_diag(16384), diag_ms(16384), "lower"),
+         ("diagnose 1b7 T=32768 (ms)", None, diag_ms(32768), "lower"),
+         ("diagnose 1b7 T=65536 (ms)", None, diag_ms(65536), "lower"),
+         ("diagnose 1b7 1000 x 512 (ms)", None, diag_ms(512, 1000), "lower")]
 print(f"{'work':32} {'HF':>10} {'ours':>10} {'speed-up':>9}")
 for name, a, b, better in rows:
     r = (a / b if better == "lower" else b / a) if a and b else None
     f = lambda x: f"{x:10.2f}" if x is not None else f"{'-':>10}"
     print(f"{name:32} {f(a)} {f(b)} {(f'{r:8.1f}x' if r else '        -')}")
+# The issue's targets that have a number: PASS/FAIL beside the measurement.
+print()
+targets = [("diagnose 1b7 T=8192 <= 120 ms", diag_ms(8192), 120),
+           ("diagnose 1b7 T=16384 <= 350 ms", diag_ms(16384), 350),
+           ("diagnose 1b7 1000 x 512 <= 2000 ms", diag_ms(512, 1000), 2000)]
+att = {(o["kernel"], o["T"]): o for o in results if o["what"] == "attention"}
+for (k, T), o in sorted(att.items(), key=lambda x: (x[0][0], x[0][1])):
+    if k.startswith("tc_") and T >= 4096:
+        targets.append((f"{k} T={T} >= {300 if k == 'tc_forward' else 200} TFLOP/s", o["tflops"],
+                        -(300 if k == "tc_forward" else 200)))
+print(f"{'target':44} {'measured':>10} result")
+for name, v, lim in targets:
+    ok = v is not None and (v <= lim if lim > 0 else v >= -lim)
+    print(f"{name:44} {(f'{v:10.1f}' if v is not None else '         -')} {'PASS' if ok else 'FAIL'}")
+print(f"{'kernel':20} {'T':>6} {'ms':>9} {'TFLOP/s':>8}")
+for (k, T), o in sorted(att.items(), key=lambda x: (x[0][1], x[0][0])):
+    print(f"{k:20} {T:6} {o['ms']:9.3f} {o['tflops']:8.1f}")
 PY
 echo "total ${SECONDS}s"
