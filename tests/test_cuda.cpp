@@ -890,5 +890,39 @@ TEST_F(Gpu, RandomFalconModelMatchesCpu) {
   expect_gpu_matches_cpu(model, test_seed() + 8);
 }
 
+// The bf16 engine with heads of dimension 64 on sequences of 150 and 70 tokens: attention on
+// tensor cores against the same engine with HEADSURGEON_TENSOR_CORES=0 (the CUDA-core kernel,
+// fp32 q, k, v and probabilities). What differs is the rounding of q, k, v and p to bf16 inside
+// the attention, on a model whose every output is of order one: logits within 1e-2 of their
+// scale, NLL 1e-3 relative, head metrics 1e-3 (on the CPU emulation of the runtime: 1.7e-3 and
+// 1.9e-4).
+TEST_F(Gpu, Bf16EngineOnTensorCoresMatchesCudaCores) {
+  const std::string dir =
+      write_family("tc", {.family = "bloom", .d = 128, .H = 2, .L = 2, .V = 300});
+  Model model(dir, ModelOptions{int64_t(1) << 40});
+  std::filesystem::remove_all(dir);
+  auto gpu = gpu_engine(model, "bf16");
+  std::mt19937 rng(test_seed() + 9);
+  std::vector<std::vector<int32_t>> seqs = {std::vector<int32_t>(150), std::vector<int32_t>(70)};
+  for (auto& s : seqs)
+    for (auto& x : s) x = int32_t(rng() % 300);
+  ForwardOptions o;
+  o.logits = o.nll = o.head_stats = true;
+  const auto tc = gpu->forward(seqs, o);
+  ::setenv("HEADSURGEON_TENSOR_CORES", "0", 1);
+  const auto cc = gpu->forward(seqs, o);
+  ::unsetenv("HEADSURGEON_TENSOR_CORES");
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    EXPECT_LE(rel_err(tc[i].logits, cc[i].logits), 1e-2) << "sequence " << i;
+    EXPECT_NEAR(tc[i].nll_sum, cc[i].nll_sum, 1e-3 * std::abs(cc[i].nll_sum)) << "sequence " << i;
+    for (size_t k = 0; k < cc[i].bos_mass.size(); ++k) {
+      EXPECT_NEAR(tc[i].bos_mass[k], cc[i].bos_mass[k], 1e-3) << "sequence " << i << " head " << k;
+      EXPECT_NEAR(tc[i].entropy[k], cc[i].entropy[k], 1e-3) << "sequence " << i << " head " << k;
+      EXPECT_NEAR(tc[i].local_mass[k], cc[i].local_mass[k], 1e-3)
+          << "sequence " << i << " head " << k;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace hs

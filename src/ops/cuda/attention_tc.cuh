@@ -17,7 +17,7 @@ namespace hs::cuda {
 constexpr int kTensorCoreMinRows = 64;
 
 // Whether the tensor-core kernels take this head dimension and these fp32 operands (float4
-// reads: 16-byte alignment).
+// reads: 16-byte alignment), and are not switched off (HEADSURGEON_TENSOR_CORES=0).
 bool tensor_core_attention_fits(int hd, std::initializer_list<const void*> ptrs);
 
 // The dk/dv and dq kernels of the tensor-core backward, D given (alibi_attention_backward_tc).
