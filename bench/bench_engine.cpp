@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -78,7 +80,12 @@ int main(int argc, char** argv) {
         hs::ForwardOptions o;
         o.head_stats = true;
         const double s = median_seconds(3, reps, [&] { e->forward(seqs, o); });
-        nlohmann::json j = {{"what", "diagnose"}, {"T", T}, {"batch", diag_batch}, {"ms", s * 1e3}};
+        const char* tc = std::getenv("HEADSURGEON_TENSOR_CORES");
+        nlohmann::json j = {{"what", "diagnose"},
+                            {"T", T},
+                            {"batch", diag_batch},
+                            {"ms", s * 1e3},
+                            {"tensor_cores", !(tc && std::string(tc) == "0")}};
 #ifdef HEADSURGEON_HAVE_CUDA
         // Device memory held at the peak so far (weights included): the long-T rows' "memory".
         if (kind == hs::DeviceKind::cuda)

@@ -299,6 +299,8 @@ stage_attention() {
     bench bloom-1b7 bloom-1b7 --what diagnose --T "$T" --reps 3
   done
   bench bloom-1b7 bloom-1b7 --what diagnose --T 512 --diag-batch 1000 --reps 3
+  # Before: the same diagnosis on the CUDA-core kernel (about 1 s per call at T = 8192).
+  HEADSURGEON_TENSOR_CORES=0 bench bloom-1b7 bloom-1b7 --what diagnose --T 8192 --reps 1
   if short 60; then
     check "HF anchor long diagnosis" SKIP "out of time"
   else
@@ -349,9 +351,10 @@ except OSError:
     hf_total = []
 def hf_diag(T):
     return next((o.get("ms") for o in results if o["what"] == "hf_diag" and o["T"] == T), None)
-def diag_ms(T, batch=1):
+def diag_ms(T, batch=1, tc=True):
     return next((o["ms"] for o in results if o["what"] == "diagnose" and o.get("T") == T
-                 and o.get("batch", 1) == batch and o.get("model", "").endswith("bloom-1b7")), None)
+                 and o.get("batch", 1) == batch and o.get("tensor_cores", True) == tc
+                 and o.get("model", "").endswith("bloom-1b7")), None)
 rows = [("diagnose 1b7 T=60 (ms)", hf.get("diag_ms"), diag_ms(60), "lower"),
         ("greedy decode 1b7 (tok/s)", hf.get("gen_tok_s"), get("decode", "tok_s", "bloom-1b7"), "higher"),
         ("ppl 1b7 8x512 (tok/s)", get("hf_ppl", "tok_s"), get("ppl", "tok_s", "bloom-1b7"), "higher"),
@@ -372,6 +375,7 @@ rows = [("diagnose 1b7 T=60 (ms)", hf.get("diag_ms"), diag_ms(60), "lower"),
         ("train 7b1 peak (GiB)", get("hf_train", "peak_gib", "bloom-7b1"),
          get("train", "peak_gib", "bloom-7b1"), "lower")]
 rows += [("diagnose 1b7 T=8192 (ms)", hf_diag(8192), diag_ms(8192), "lower"),
+         ("diagnose 1b7 T=8192 CUDA->tensor cores", diag_ms(8192, tc=False), diag_ms(8192), "lower"),
          ("diagnose 1b7 T=16384 (ms)", hf_diag(16384), diag_ms(16384), "lower"),
          ("diagnose 1b7 T=32768 (ms)", None, diag_ms(32768), "lower"),
          ("diagnose 1b7 T=65536 (ms)", None, diag_ms(65536), "lower"),
