@@ -96,7 +96,8 @@ TEST_F(Gpu, GeluMatchesCpu) {
 }
 
 // qkv_split + alibi_attention_forward over several packed sequences, some with keys already in
-// the cache (a decoding step), against the CPU twin per sequence: the queries left in qkv, the
+// the cache (a decoding step; up to 256 rows one per warp, 300 rows four per warp), against the
+// CPU twin per sequence: the queries left in qkv, the
 // cache, context, probabilities and per-head statistics, in every family's conventions.
 TEST_F(Gpu, AttentionMatchesCpu) {
   std::mt19937 rng(test_seed() + 2);
@@ -120,7 +121,8 @@ TEST_F(Gpu, AttentionMatchesCpu) {
                                             {3, 40, {33, 70, 2}, {0, 0, 40}},
                                             {4, 64, {100}, {0}},
                                             {2, 128, {65, 3}, {0, 70}},
-                                            {1, 200, {40}, {0}}}) {
+                                            {1, 200, {40}, {0}},
+                                            {1, 64, {300}, {0}}}) {
       const int H = cs.H, hd = cs.hd, d = H * hd, B = int(cs.T.size());
       int N = 0, cap = 0;
       for (int b = 0; b < B; ++b) N += cs.T[b], cap = std::max(cap, cs.past[b] + cs.T[b]);

@@ -2,12 +2,14 @@
 // the causal attention with the diagnostic statistics computed in the same pass. Head offsets come
 // from ops/qkv_layout.h and scores from ops/alibi.h, as on the CPU.
 //
-// Layout of the attention kernel: one block per (32 query rows, head, sequence), 8 warps, each
-// warp owning 4 of the rows. Keys come in tiles of 32 staged in shared memory with the rows'
-// queries. For a row, lane j scores key j of the tile (a full dot product against a padded K
-// tile: no bank conflicts), the warp reduces the tile's max and sums, and each lane accumulates
-// the output dimensions lane, lane+32, ... (DPL of them) with the probabilities broadcast by
-// shuffles. Everything T x T stays in registers, one tile at a time.
+// Layout of the attention kernel (the CUDA-core one: fp32 models, short inputs, decoding; 16-bit
+// models at 64 rows and more go to attention_tc.cu): one block per (32 query rows, head,
+// sequence), 8 warps, each warp owning 4 of the rows (1 row and 8-row blocks for short inputs).
+// Keys come in tiles of 32 staged in shared memory with the rows' queries. For a row, lane j scores
+// key j of the tile (a full dot product against a padded K tile: no bank conflicts), the warp
+// reduces the tile's max and sums, and each lane accumulates the output dimensions lane, lane+32,
+// ... (DPL of them) with the probabilities broadcast by shuffles. Everything T x T stays in
+// registers, one tile at a time.
 #include <algorithm>
 #include <string>
 #include <type_traits>
@@ -24,10 +26,9 @@ namespace hs::cuda {
 
 namespace {
 
-constexpr int kRows = 32;  // query rows per block
 constexpr int kWarps = 8;
-constexpr int kRowsPerWarp = kRows / kWarps;
-constexpr int kTile = 32;  // keys per tile (one per lane)
+constexpr int kTile = 32;        // keys per tile (one per lane)
+constexpr int kShortRows = 256;  // up to this many rows per sequence: one row per warp
 
 // Thread i handles element e of part p of head h of row g, i enumerating (g, h, p, e); the column
 // that holds it is qkv_row's.
@@ -64,11 +65,12 @@ __device__ __forceinline__ float score(const float* qrow, const float* Ks, int h
   return alibi_score<float>(dot, scale, slope, j, a);
 }
 
-template <int DPL, class W>
+template <int DPL, int kRowsPerWarp, class W>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_kernel(W* ctx, float* row_stats, float* probs, const int64_t* probs_off, float* lse,
                      const float* qkv, const float* kc, const float* vc, const float* slopes,
                      AlibiParams alibi, RowMap m, int H, int hd, int cap) {
+  constexpr int kRows = kWarps * kRowsPerWarp;  // query rows per block
   extern __shared__ float smem[];
   const int b = blockIdx.z, h = blockIdx.y, r0 = blockIdx.x * kRows;
   const int n = m.n_rows[b];
@@ -172,22 +174,23 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-template <int DPL, class W>
+template <int DPL, int kRowsPerWarp, class W>
 void launch_attention(W* ctx, float* row_stats, float* probs, const int64_t* probs_off, float* lse,
                       const float* qkv, const float* kc, const float* vc, const float* slopes,
                       const AlibiParams& alibi, RowMap m, int H, int hd, int cap, int max_rows,
                       cudaStream_t stream) {
+  constexpr int kRows = kWarps * kRowsPerWarp;
   const size_t smem =
       sizeof(float) * (size_t(kRows) * hd + size_t(kTile) * (hd + 1) + size_t(kTile) * hd);
   // Above 48 KB a kernel must opt in; done once per instantiation, outside any graph capture.
   static size_t allowed = 48 * 1024;
   if (smem > allowed) {
-    HS_CUDA(cudaFuncSetAttribute(attention_kernel<DPL, W>,
+    HS_CUDA(cudaFuncSetAttribute(attention_kernel<DPL, kRowsPerWarp, W>,
                                  cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     allowed = smem;
   }
   const dim3 grid((max_rows + kRows - 1) / kRows, H, m.B);
-  attention_kernel<DPL, W><<<grid, kWarps * 32, smem, stream>>>(
+  attention_kernel<DPL, kRowsPerWarp, W><<<grid, kWarps * 32, smem, stream>>>(
       ctx, row_stats, probs, probs_off, lse, qkv, kc, vc, slopes, alibi, m, H, hd, cap);
   HS_CUDA(cudaGetLastError());
 }
@@ -215,9 +218,15 @@ void alibi_attention_forward(W* ctx, float* row_stats, float* probs, const int64
       return alibi_attention_forward_tc<W>(ctx, row_stats, qkv, kc, vc, slopes, alibi, m, H, hd,
                                            cap, max_rows, stream, lse);
   const int dpl = (hd + 31) / 32;
-#define HS_LAUNCH(D)                                                                               \
-  return launch_attention<D, W>(ctx, row_stats, probs, probs_off, lse, qkv, kc, vc, slopes, alibi, \
-                                m, H, hd, cap, max_rows, stream)
+  // Short inputs (a diagnosis prompt, a decoding step) get one row per warp: 4 times the blocks
+  // (T = 60 with 16 heads: 128 blocks instead of 32 on 132 SMs) and a quarter of the serial work
+  // per warp; longer ones keep 4 rows per warp, which share each staged key tile.
+#define HS_LAUNCH(D)                                                                         \
+  return max_rows <= kShortRows                                                              \
+             ? launch_attention<D, 1, W>(ctx, row_stats, probs, probs_off, lse, qkv, kc, vc, \
+                                         slopes, alibi, m, H, hd, cap, max_rows, stream)     \
+             : launch_attention<D, 4, W>(ctx, row_stats, probs, probs_off, lse, qkv, kc, vc, \
+                                         slopes, alibi, m, H, hd, cap, max_rows, stream)
   if (dpl <= 1) HS_LAUNCH(1);
   if (dpl <= 2) HS_LAUNCH(2);
   if (dpl <= 4) HS_LAUNCH(4);
