@@ -2,7 +2,8 @@
 # Installs the Debian packages headsurgeon builds against (skips apt when all are present).
 # --tests adds what only the test suite uses (Chromium for the HTML report's browser test);
 # --fuzz what scripts/fuzz.sh builds with: clang, its libFuzzer and sanitizer runtimes
-# (libclang-rt-14-dev) and its OpenMP (libomp-14-dev). Both may be given.
+# (libclang-rt-14-dev) and its OpenMP (libomp-14-dev); --emulate what scripts/emulate_cuda.sh
+# needs (python3, which rewrites the kernel launches). Several may be given.
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config libopenblas-openmp-dev libgfortran5 nlohmann-json3-dev libpcre2-dev
       libutf8proc-dev zlib1g-dev libcli11-dev libcurl4-openssl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev libpng-dev)
@@ -10,7 +11,8 @@ for opt in "$@"; do
   case $opt in
     --tests) PKGS+=(chromium) ;;
     --fuzz) PKGS+=(clang libclang-rt-14-dev libomp-14-dev) ;;
-    *) echo "install-deps.sh: unknown option $opt (--tests, --fuzz)" >&2; exit 2 ;;
+    --emulate) PKGS+=(python3) ;;
+    *) echo "install-deps.sh: unknown option $opt (--tests, --fuzz, --emulate)" >&2; exit 2 ;;
   esac
 done
 missing=()
