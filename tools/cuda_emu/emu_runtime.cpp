@@ -917,6 +917,10 @@ cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s) {
   h->stream = s;
   return CUBLAS_STATUS_SUCCESS;
 }
+cublasStatus_t cublasGetStream_v2(cublasHandle_t h, cudaStream_t* s) {
+  *s = h->stream;
+  return CUBLAS_STATUS_SUCCESS;
+}
 cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t, void* ws, size_t n) {
   if (n) check_device_range(ws, n, "cublasSetWorkspace");
   return CUBLAS_STATUS_SUCCESS;
