@@ -36,7 +36,8 @@ double median_seconds(int warm, int reps, F&& f) {
 int main(int argc, char** argv) {
   CLI::App app("Times the diagnosis forward, greedy decoding and perplexity of one model.");
   std::string model, device = "auto", dtype = "auto";
-  int T = 60, diag_batch = 1, new_tokens = 100, ppl_len = 512, ppl_batch = 8, reps = 10;
+  int T = 60, diag_batch = 1, new_tokens = 100, samples = 1, ppl_len = 512, ppl_batch = 8,
+      reps = 10;
   std::vector<std::string> what = {"diagnose", "decode", "ppl"};
   app.add_option("MODEL", model, "checkpoint directory")->required();
   app.add_option("--device", device, "auto, cpu or cuda")->capture_default_str();
@@ -45,6 +46,8 @@ int main(int argc, char** argv) {
   app.add_option("--T", T, "diagnosis prompt length")->capture_default_str();
   app.add_option("--diag-batch", diag_batch, "prompts per diagnosis call")->capture_default_str();
   app.add_option("--new-tokens", new_tokens, "greedy tokens after an 8-token prompt")
+      ->capture_default_str();
+  app.add_option("--n", samples, "samples of the prompt decoded together (generate --n)")
       ->capture_default_str();
   app.add_option("--ppl-length", ppl_len, "tokens per scored sequence")->capture_default_str();
   app.add_option("--ppl-batch", ppl_batch, "sequences per perplexity call")->capture_default_str();
@@ -98,8 +101,13 @@ int main(int argc, char** argv) {
         g.max_new_tokens = new_tokens;
         g.sampling.temperature = 0;
         g.stop_at_eos = false;
+        g.n = samples;
         const double s = median_seconds(1, 3, [&] { hs::generate(*e, prompt, g); });
-        emit({{"what", "decode"}, {"new_tokens", new_tokens}, {"tok_s", new_tokens / s}});
+        // tok_s counts every sample's tokens: --n 8 against --n 1 is the batching's gain.
+        emit({{"what", "decode"},
+              {"new_tokens", new_tokens},
+              {"n", samples},
+              {"tok_s", double(new_tokens) * samples / s}});
       } else if (w == "ppl") {
         std::vector<std::vector<int32_t>> seqs;
         for (int i = 0; i < ppl_batch; ++i) seqs.push_back(random_ids(ppl_len));
