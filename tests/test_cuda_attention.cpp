@@ -167,8 +167,9 @@ void expect_forward(std::mt19937& rng, const char* name, const AlibiParams& al, 
 }
 
 // Every convention; head dims 64 and 128; lengths 1 to 200 around the tiles (64 rows, 64 keys),
-// one sequence with cached keys. bf16 rounds p (8 bits) and ctx on output: 1e-2 of ctx's scale
-// (measured on the CPU emulation of the runtime: at most 3.0e-3); fp16 (11 bits): 1e-3 (3.5e-4).
+// one sequence with cached keys; 8, 12 and 16 heads. bf16 rounds p (8 bits) and ctx on output: 1e-2
+// of ctx's scale (measured on the CPU emulation of the runtime: at most 3.0e-3); fp16 (11 bits):
+// 1e-3 (3.5e-4).
 TEST_F(Gpu, TensorCoreAttentionForwardMatchesCpu) {
   std::mt19937 rng(test_seed() + 101);
   for (const auto& [name, al] : kConventions) {
@@ -176,6 +177,9 @@ TEST_F(Gpu, TensorCoreAttentionForwardMatchesCpu) {
     expect_forward<__nv_bfloat16>(rng, name, al, Packed(1, 128, {200, 64}, {0, 37}), 1e-2);
     expect_forward<__half>(rng, name, al, Packed(2, 128, {97}, {0}), 1e-3);
   }
+  // The golden models' head counts (16 and 8) and a non-power-of-two one (12).
+  for (int H : {16, 8, 12})
+    expect_forward<__nv_bfloat16>(rng, "bloom", AlibiParams{}, Packed(H, 64, {70}, {0}), 1e-2);
 }
 
 // Backward on tensor cores (after its forward) against cpu::alibi_attention_backward on the
@@ -259,6 +263,9 @@ TEST_F(Gpu, TensorCoreAttentionBackwardMatchesCpu) {
     expect_backward<__nv_bfloat16>(rng, name, al, Packed(1, 128, {97, 64}, {0, 0}), {}, 1.5e-2);
     expect_backward<__half>(rng, name, al, Packed(2, 128, {70}, {0}), {}, 2e-3);
   }
+  for (int H : {16, 8, 12})
+    expect_backward<__nv_bfloat16>(rng, "bloom", AlibiParams{}, Packed(H, 64, {70}, {0}), {},
+                                   1.5e-2);
 }
 
 #ifndef HS_CUDA_EMULATION  // minutes on the CPU emulation of the runtime
