@@ -22,7 +22,8 @@ if [ "${1:-}" = --all ]; then
 fi
 scripts/install-deps.sh --emulate
 [ -f build/libhs_util.a ] || scripts/build.sh
-make -f tools/cuda_emu/Makefile SRC=. BUILD=build O=build-emu CUDA_INC="$inc" -j"$(nproc)" --no-print-directory
+make -f tools/cuda_emu/Makefile SRC=. BUILD=build O=build-emu CUDA_INC="$inc" -j"$(nproc)" \
+  --no-print-directory
 rc=0
 for t in test_cuda test_cuda_attention test_cuda_surgery; do
   echo "== $t (emulated)"
