@@ -3,11 +3,13 @@
 // T x T is ever in memory: a warp holds a 16-row stripe of one score tile in registers.
 //
 // The engine keeps queries (in qkv) and the key/value caches in fp32; each tile is converted to
-// 16 bits as it is staged into shared memory (fp32 reads: at long lengths a staged tile serves 64
-// query rows, so the kernels are bound by the products, not by these reads).
+// 16 bits as it is staged into shared memory (fp32 reads, from L2 at long lengths: a staged tile
+// serves 128 query rows in the forward, 32 or 64 in the backward).
 //
-// Forward, one block of 4 warps per (64 query rows, head, sequence), heaviest blocks first: each
-// warp keeps its 16 rows' query fragments in registers, and per key tile of 64 computes S = Q K^T,
+// Forward, one block of 8 warps per (128 query rows, head, sequence), heaviest blocks first (a
+// staged key tile serves 128 rows: half the L2 reads of 64-row blocks, as FlashAttention-2 tiles
+// head dimension 128; at 248 registers per thread an SM holds one such block): each warp keeps
+// its 16 rows' query fragments in registers, and per key tile of 64 computes S = Q K^T,
 // the family's ALiBi score and the causal mask per element (ops/alibi.h), the online softmax of
 // ops/online_softmax.h with the head statistics (first-token mass, entropy, local mass) reduced
 // over the 4 lanes that share a row, and O += P V with P converted to 16 bits in registers.
@@ -35,10 +37,12 @@ namespace hs::cuda {
 
 namespace {
 
-constexpr int kThreads = 128;  // 4 warps of 16 rows (or keys) each
-constexpr int kRows = 64;      // query rows per forward / dq block, keys per dk-dv block
-constexpr int kFwdKeys = 64;   // keys per forward tile
-constexpr int kBwdTile = 32;   // query rows per dk-dv tile, keys per dq tile
+constexpr int kFwdThreads = 256;  // forward: 8 warps of 16 query rows
+constexpr int kFwdRows = 128;     // query rows per forward block
+constexpr int kThreads = 128;     // backward: 4 warps of 16 rows (or keys) each
+constexpr int kRows = 64;         // query rows per dq block, keys per dk-dv block
+constexpr int kFwdKeys = 64;      // keys per forward tile
+constexpr int kBwdTile = 32;      // query rows per dk-dv tile, keys per dq tile
 // Row strides of the staged tiles, in 16-bit elements: 8 more than the width puts the rows that
 // a fragment load reads (8 rows, 4 consecutive words each) in 32 distinct banks.
 __host__ __device__ constexpr int ld_of(int width) { return width + 8; }
@@ -47,7 +51,7 @@ __host__ __device__ constexpr int ld_of(int width) { return width + 8; }
 // after `valid` are zeros (keys or queries past the sequence: finite and masked).
 template <class T, int HD>
 __device__ void stage_rows(T* dst, int ld, const float* src, int64_t src_ld, int rows, int valid) {
-  for (int i = threadIdx.x; i < rows * (HD / 4); i += kThreads) {
+  for (int i = threadIdx.x; i < rows * (HD / 4); i += blockDim.x) {
     const int r = i / (HD / 4), e = 4 * (i % (HD / 4));
     const float4 v = r < valid ? *reinterpret_cast<const float4*>(src + r * src_ld + e)
                                : make_float4(0, 0, 0, 0);
@@ -59,7 +63,7 @@ __device__ void stage_rows(T* dst, int ld, const float* src, int64_t src_ld, int
 // The same rows transposed: dst [HD][ld], dst[e][r] = src[r][e].
 template <class T, int HD>
 __device__ void stage_cols(T* dst, int ld, const float* src, int64_t src_ld, int rows, int valid) {
-  for (int i = threadIdx.x; i < rows * (HD / 4); i += kThreads) {
+  for (int i = threadIdx.x; i < rows * (HD / 4); i += blockDim.x) {
     const int r = i % rows, e = 4 * (i / rows);  // consecutive threads: consecutive rows
     const float4 v = r < valid ? *reinterpret_cast<const float4*>(src + r * src_ld + e)
                                : make_float4(0, 0, 0, 0);
@@ -81,26 +85,26 @@ __device__ __forceinline__ float quad_max(float v) {
 }
 
 template <int HD, class T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kFwdThreads)
     attn_tc_forward_kernel(T* ctx, float* row_stats, float* lse, const float* qkv, const float* kc,
                            const float* vc, const float* slopes, AlibiParams alibi, RowMap m, int H,
                            int cap) {
   constexpr int LD = ld_of(HD), LDT = ld_of(kFwdKeys);
   extern __shared__ uint4 smem_fwd[];
-  T* Qs = reinterpret_cast<T*>(smem_fwd);  // [kRows][LD]
-  T* Ks = Qs + kRows * LD;                 // [kFwdKeys][LD]
+  T* Qs = reinterpret_cast<T*>(smem_fwd);  // [kFwdRows][LD]
+  T* Ks = Qs + kFwdRows * LD;              // [kFwdKeys][LD]
   T* Vt = Ks + kFwdKeys * LD;              // [HD][LDT]: V transposed
-  const int b = blockIdx.z, h = blockIdx.y, r0 = (gridDim.x - 1 - blockIdx.x) * kRows;
+  const int b = blockIdx.z, h = blockIdx.y, r0 = (gridDim.x - 1 - blockIdx.x) * kFwdRows;
   const int n = m.n_rows[b];
   if (r0 >= n) return;
   const int past = m.past[b], row0 = m.q_row0[b], d = H * HD;
-  const int rows = min(kRows, n - r0), nkeys = past + r0 + rows;
+  const int rows = min(kFwdRows, n - r0), nkeys = past + r0 + rows;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const float scale = alibi_scale<float>(alibi, HD), slope = slopes[h];
   const int64_t kv_base = (int64_t(b) * H + h) * cap * HD;
 
   stage_rows<T, HD>(Qs, LD, qkv + int64_t(row0 + r0) * 3 * d + qkv_row(h, 0, HD), 3 * int64_t(d),
-                    kRows, rows);
+                    kFwdRows, rows);
   __syncthreads();
   uint32_t qa[HD / 16][4];
 #pragma unroll
@@ -441,7 +445,7 @@ void allow_smem(Kernel* k, size_t bytes) {
 
 template <int HD>
 constexpr size_t fwd_smem(size_t elem) {
-  return elem * (size_t(kRows + kFwdKeys) * ld_of(HD) + size_t(HD) * ld_of(kFwdKeys));
+  return elem * (size_t(kFwdRows + kFwdKeys) * ld_of(HD) + size_t(HD) * ld_of(kFwdKeys));
 }
 template <int HD>
 constexpr size_t dkdv_smem(size_t elem) {
@@ -461,9 +465,9 @@ void launch_forward(T* ctx, float* row_stats, float* lse, const float* qkv, cons
   constexpr size_t smem = fwd_smem<HD>(sizeof(T));
   static const bool opted = (allow_smem(attn_tc_forward_kernel<HD, T>, smem), true);
   (void)opted;
-  const dim3 grid((max_rows + kRows - 1) / kRows, H, m.B);
-  attn_tc_forward_kernel<HD, T><<<grid, kThreads, smem, stream>>>(ctx, row_stats, lse, qkv, kc, vc,
-                                                                  slopes, alibi, m, H, cap);
+  const dim3 grid((max_rows + kFwdRows - 1) / kFwdRows, H, m.B);
+  attn_tc_forward_kernel<HD, T><<<grid, kFwdThreads, smem, stream>>>(ctx, row_stats, lse, qkv, kc,
+                                                                     vc, slopes, alibi, m, H, cap);
   HS_CUDA(cudaGetLastError());
 }
 
