@@ -166,7 +166,7 @@ void expect_forward(std::mt19937& rng, const char* name, const AlibiParams& al, 
   }
 }
 
-// Every convention; head dims 64 and 128; lengths 1 to 200 around the tiles (64 rows, 64 keys),
+// Every convention; head dims 64 and 128; lengths 1 to 200 around the tiles (128 rows, 64 keys),
 // one sequence with cached keys; 8, 12 and 16 heads. bf16 rounds p (8 bits) and ctx on output:
 // 1e-2 of ctx's scale (measured on the CPU emulation of the runtime: at most 3.0e-3); fp16 (11
 // bits): 1e-3 (3.5e-4).
