@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "cuda/runtime.h"
+#include "ops/qkv_layout.h"
 
 namespace hs {
 namespace {
@@ -68,6 +70,35 @@ std::vector<T> download(const DeviceBuffer& d, size_t n) {
   cuda::check(cudaMemcpy(h.data(), d.as<void>(), n * sizeof(T), cudaMemcpyDeviceToHost),
               "download");
   return h;
+}
+
+// Part k (0 q, 1 k, 2 v) of every head of rows [r0, r0 + n) of a [*, 3 H hd] gradient buffer.
+inline std::vector<float> qkv_part(const float* x, int r0, int n, int k, int H, int hd) {
+  std::vector<float> out;
+  for (int r = r0; r < r0 + n; ++r)
+    for (int h = 0; h < H; ++h) {
+      const float* at = x + (size_t(r) * 3 * H + 3 * h + k) * hd;
+      out.insert(out.end(), at, at + hd);
+    }
+  return out;
+}
+
+// An attention backward's dqkv [N, 3 H hd] after one call (once) and a second (twice): the masked
+// heads' columns exactly 0, and the second call added exactly as much again (it accumulates,
+// deterministically).
+inline void expect_masked_and_doubled(const std::vector<float>& once,
+                                      const std::vector<float>& twice,
+                                      const std::vector<uint8_t>& mask, int N, int H, int hd,
+                                      const std::string& where) {
+  int64_t masked_nonzero = 0, not_doubled = 0;
+  for (int g = 0; g < N; ++g)
+    for (int h = 0; h < H; ++h)
+      if (!mask.empty() && !mask[h])
+        for (int c = 0; c < 3 * hd; ++c)
+          masked_nonzero += once[size_t(g) * 3 * H * hd + qkv_row(h, 0, hd) + c] != 0;
+  for (size_t i = 0; i < once.size(); ++i) not_doubled += twice[i] != 2 * once[i];
+  EXPECT_EQ(masked_nonzero, 0) << where << ": gradient in a masked head";
+  EXPECT_EQ(not_doubled, 0) << where << ": a second call does not add the same again";
 }
 
 }  // namespace

@@ -535,16 +535,6 @@ void expect_attention_backward(std::mt19937& rng, const std::string& where, cons
   };
   backward();
   const auto got = download<float>(DQ, size_t(N) * 3 * d);
-  // Part p (0 q, 1 k, 2 v) of every head of rows [r0, r0 + n) of a [*, 3d] buffer.
-  auto part = [&](const float* x, int r0, int n, int p) {
-    std::vector<float> out;
-    for (int r = r0; r < r0 + n; ++r)
-      for (int h = 0; h < H; ++h) {
-        const float* at = x + size_t(r) * 3 * d + qkv_row(h, p, hd);
-        out.insert(out.end(), at, at + hd);
-      }
-    return out;
-  };
   // The reference of the whole pass, then each sequence's error against the part's scale over
   // the pass: in dS = p (dp - D) a short sequence with a peaked softmax cancels most of its
   // terms, so its own gradient can be far smaller than the fp32 rounding of those terms (T = 3
@@ -556,8 +546,9 @@ void expect_attention_backward(std::mt19937& rng, const std::string& where, cons
                                          qkv.data() + size_t(q_row0[b]) * 3 * d, slopes.data(), al,
                                          mask.empty() ? nullptr : mask.data(), T[b], H, hd);
   auto err = [&](int b, int p) {
-    const auto g = part(got.data(), q_row0[b], T[b], p), r = part(ref.data(), q_row0[b], T[b], p);
-    const auto all = part(ref.data(), 0, N, p);
+    const auto g = qkv_part(got.data(), q_row0[b], T[b], p, H, hd),
+               r = qkv_part(ref.data(), q_row0[b], T[b], p, H, hd);
+    const auto all = qkv_part(ref.data(), 0, N, p, H, hd);
     double num = 0, den = 0;
     for (size_t i = 0; i < g.size(); ++i) {
       const double diff = std::abs(double(g[i]) - r[i]);
@@ -573,17 +564,8 @@ void expect_attention_backward(std::mt19937& rng, const std::string& where, cons
                                 << " (T=" << T[b] << ") part "
                                 << "qkv"[p];
   }
-  int64_t masked_nonzero = 0, not_doubled = 0;
-  for (int g = 0; g < N; ++g)
-    for (int h = 0; h < H; ++h)
-      if (!mask.empty() && !mask[h])
-        for (int c = 0; c < 3 * hd; ++c)
-          masked_nonzero += got[size_t(g) * 3 * d + qkv_row(h, 0, hd) + c] != 0;
   backward();
-  const auto twice = download<float>(DQ, got.size());
-  for (size_t i = 0; i < got.size(); ++i) not_doubled += twice[i] != 2 * got[i];
-  EXPECT_EQ(masked_nonzero, 0) << where << ": gradient in a masked head";
-  EXPECT_EQ(not_doubled, 0) << where << ": a second call does not add the same again";
+  expect_masked_and_doubled(got, download<float>(DQ, got.size()), mask, N, H, hd, where);
 }
 
 // Every family's convention; head dims 8, 64, 128 (and 200, the widest tiles) with sequence

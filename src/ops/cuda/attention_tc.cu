@@ -174,17 +174,7 @@ __global__ void __launch_bounds__(kFwdThreads)
       o[x][2] *= alpha[1];
       o[x][3] *= alpha[1];
     }
-#pragma unroll
-    for (int kb = 0; kb < kFwdKeys / 16; ++kb) {
-      uint32_t pa[4];
-      mma::d_to_a<T>(pa, s[2 * kb], s[2 * kb + 1]);
-#pragma unroll
-      for (int x = 0; x < HD / 8; ++x) {
-        uint32_t bv[2];
-        mma::load_bt<T>(bv, Vt, LDT, 8 * x, 16 * kb);
-        mma::mma_16816<T>(o[x], pa, bv);
-      }
-    }
+    mma::mma_regs_bt<T, kFwdKeys / 16, HD / 8>(o, s, Vt, LDT);
   }
 
 #pragma unroll
@@ -206,6 +196,33 @@ __global__ void __launch_bounds__(kFwdThreads)
       row_stats[(2 * int64_t(H) + h) * m.N + row] = rs.local;
     }
     if (lse) lse[int64_t(h) * m.N + row] = st[i].m + logf(st[i].l);
+  }
+}
+
+// The backward's two score-shaped products over one tile, rows r0 .. r0 + 16 of a1/a2 against
+// the kBwdTile rows of m1/m2 (all row-major, row stride ld, HD wide): s = A1 M1^T, dp = A2 M2^T
+// (dk/dv: K Q^T and V dO^T; dq: Q K^T and dO V^T), sharing the loop over the head dimension.
+template <class T, int HD>
+__device__ __forceinline__ void two_products(float (&s)[kBwdTile / 8][4],
+                                             float (&dp)[kBwdTile / 8][4], const T* a1, const T* a2,
+                                             int r0, const T* m1, const T* m2, int ld) {
+#pragma unroll
+  for (int nb = 0; nb < kBwdTile / 8; ++nb)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) s[nb][c] = dp[nb][c] = 0;
+#pragma unroll
+  for (int kb = 0; kb < HD / 16; ++kb) {
+    uint32_t x1[4], x2[4];
+    mma::load_a<T>(x1, a1, ld, r0, 16 * kb);
+    mma::load_a<T>(x2, a2, ld, r0, 16 * kb);
+#pragma unroll
+    for (int nb = 0; nb < kBwdTile / 8; ++nb) {
+      uint32_t b1[2], b2[2];
+      mma::load_bt<T>(b1, m1, ld, 8 * nb, 16 * kb);
+      mma::load_bt<T>(b2, m2, ld, 8 * nb, 16 * kb);
+      mma::mma_16816<T>(s[nb], x1, b1);
+      mma::mma_16816<T>(dp[nb], x2, b2);
+    }
   }
 }
 
@@ -271,24 +288,7 @@ __global__ void __launch_bounds__(kThreads)
 
     // S^T = K Q^T and dP^T = V dO^T: rows are this warp's keys, columns the tile's queries.
     float s[kBwdTile / 8][4], dp[kBwdTile / 8][4];
-#pragma unroll
-    for (int nb = 0; nb < kBwdTile / 8; ++nb)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) s[nb][c] = dp[nb][c] = 0;
-#pragma unroll
-    for (int kb = 0; kb < HD / 16; ++kb) {
-      uint32_t ka[4], va[4];
-      mma::load_a<T>(ka, Ks, LD, 16 * warp, 16 * kb);
-      mma::load_a<T>(va, Vs, LD, 16 * warp, 16 * kb);
-#pragma unroll
-      for (int nb = 0; nb < kBwdTile / 8; ++nb) {
-        uint32_t bq[2], bo[2];
-        mma::load_bt<T>(bq, Qs, LD, 8 * nb, 16 * kb);
-        mma::load_bt<T>(bo, Os, LD, 8 * nb, 16 * kb);
-        mma::mma_16816<T>(s[nb], ka, bq);
-        mma::mma_16816<T>(dp[nb], va, bo);
-      }
-    }
+    two_products<T, HD>(s, dp, Ks, Vs, 16 * warp, Qs, Os, LD);
     // Element c of block nb: key jw + g + 8 (c / 2), query t0 + 8 nb + 2 t + c % 2.
 #pragma unroll
     for (int nb = 0; nb < kBwdTile / 8; ++nb)
@@ -299,21 +299,9 @@ __global__ void __launch_bounds__(kThreads)
         s[nb][c] = p;
         dp[nb][c] = p * (dp[nb][c] - Ds[r]);
       }
-      // dV += P^T dO and dK += dS^T Q: the left factors from registers, the right ones transposed.
-#pragma unroll
-    for (int kb = 0; kb < kBwdTile / 16; ++kb) {
-      uint32_t pa[4], sa[4];
-      mma::d_to_a<T>(pa, s[2 * kb], s[2 * kb + 1]);
-      mma::d_to_a<T>(sa, dp[2 * kb], dp[2 * kb + 1]);
-#pragma unroll
-      for (int x = 0; x < HD / 8; ++x) {
-        uint32_t bo[2], bq[2];
-        mma::load_bt<T>(bo, Ot, LDT, 8 * x, 16 * kb);
-        mma::load_bt<T>(bq, Qt, LDT, 8 * x, 16 * kb);
-        mma::mma_16816<T>(dv[x], pa, bo);
-        mma::mma_16816<T>(dk[x], sa, bq);
-      }
-    }
+    // dV += P^T dO and dK += dS^T Q: the left factors from registers, the right ones transposed.
+    mma::mma_regs_bt<T, kBwdTile / 16, HD / 8>(dv, s, Ot, LDT);
+    mma::mma_regs_bt<T, kBwdTile / 16, HD / 8>(dk, dp, Qt, LDT);
   }
 
   const int64_t k_off = qkv_row(h, 1, HD), v_off = qkv_row(h, 2, HD);
@@ -382,24 +370,7 @@ __global__ void __launch_bounds__(kThreads)
     if (j0 > t0 + rw + 15) continue;  // the tile's keys all follow this warp's rows
 
     float s[kBwdTile / 8][4], dp[kBwdTile / 8][4];
-#pragma unroll
-    for (int nb = 0; nb < kBwdTile / 8; ++nb)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) s[nb][c] = dp[nb][c] = 0;
-#pragma unroll
-    for (int kb = 0; kb < HD / 16; ++kb) {
-      uint32_t qa[4], oa[4];
-      mma::load_a<T>(qa, Qs, LD, rw, 16 * kb);
-      mma::load_a<T>(oa, Os, LD, rw, 16 * kb);
-#pragma unroll
-      for (int nb = 0; nb < kBwdTile / 8; ++nb) {
-        uint32_t bk[2], bv[2];
-        mma::load_bt<T>(bk, Ks, LD, 8 * nb, 16 * kb);
-        mma::load_bt<T>(bv, Vs, LD, 8 * nb, 16 * kb);
-        mma::mma_16816<T>(s[nb], qa, bk);
-        mma::mma_16816<T>(dp[nb], oa, bv);
-      }
-    }
+    two_products<T, HD>(s, dp, Qs, Os, rw, Ks, Vs, LD);
     // Element c of block nb: row rw + g + 8 (c / 2) of the block, key j0 + 8 nb + 2 t + c % 2.
 #pragma unroll
     for (int nb = 0; nb < kBwdTile / 8; ++nb)
@@ -409,17 +380,7 @@ __global__ void __launch_bounds__(kThreads)
         const float p = br.prob(s[nb][c], t0 + r, j, n, Ls[r]);
         s[nb][c] = p * (dp[nb][c] - Ds[r]);
       }
-#pragma unroll
-    for (int kb = 0; kb < kBwdTile / 16; ++kb) {
-      uint32_t sa[4];
-      mma::d_to_a<T>(sa, s[2 * kb], s[2 * kb + 1]);
-#pragma unroll
-      for (int x = 0; x < HD / 8; ++x) {
-        uint32_t bk[2];
-        mma::load_bt<T>(bk, Kt, LDT, 8 * x, 16 * kb);
-        mma::mma_16816<T>(dq[x], sa, bk);
-      }
-    }
+    mma::mma_regs_bt<T, kBwdTile / 16, HD / 8>(dq, s, Kt, LDT);  // dQ += dS K
   }
 
 #pragma unroll

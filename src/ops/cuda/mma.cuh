@@ -98,4 +98,24 @@ __device__ __forceinline__ void d_to_a(uint32_t (&a)[4], const float (&lo)[4],
   a[3] = pack<T>(hi[2], hi[3]);
 }
 
+// acc[x] += A B for x < N8, where A is the 16 x (16 K16) tile held as D fragments s[0 .. 2 K16)
+// (converted to T: d_to_a) and B[k][n] = M[8 x + n][k] for a row-major M with row stride ld
+// (load_bt): P V with P from registers and V stored transposed, and the backward's P^T dO,
+// dS^T Q, dS K.
+template <class T, int K16, int N8>
+__device__ __forceinline__ void mma_regs_bt(float (&acc)[N8][4], const float (&s)[2 * K16][4],
+                                            const T* m, int ld) {
+#pragma unroll
+  for (int kb = 0; kb < K16; ++kb) {
+    uint32_t a[4];
+    d_to_a<T>(a, s[2 * kb], s[2 * kb + 1]);
+#pragma unroll
+    for (int x = 0; x < N8; ++x) {
+      uint32_t b[2];
+      load_bt<T>(b, m, ld, 8 * x, 16 * kb);
+      mma_16816<T>(acc[x], a, b);
+    }
+  }
+}
+
 }  // namespace hs::cuda::mma
