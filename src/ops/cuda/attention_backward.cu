@@ -351,36 +351,6 @@ void launch_backward(float* dqkv, const float* dctx, const float* qkv, const flo
 
 }  // namespace
 
-template <class W>
-void alibi_attention_backward(float* dqkv, const float* dctx, const float* qkv, const float* kc,
-                              const float* vc, const W* ctx, const float* lse, float* D,
-                              const float* slopes, const AlibiParams& alibi, RowMap m, int H,
-                              int hd, int cap, int max_rows, const uint8_t* head_mask,
-                              cudaStream_t stream) {
-  if (max_rows <= 0 || m.B == 0 || m.N == 0) return;
-  if (hd > 256)
-    throw Error("cuda", "head dimension " + std::to_string(hd) + " is above the supported 256");
-  launch_d<W>(D, dctx, ctx, head_mask, m.N, H, hd, stream);
-  if constexpr (!std::is_same_v<W, float>)
-    if (max_rows >= kTensorCoreMinRows && tensor_core_attention_fits(hd, {dqkv, dctx, qkv, kc, vc}))
-      return attention_backward_tc_kernels<W>(dqkv, dctx, qkv, kc, vc, lse, D, slopes, alibi, m, H,
-                                              hd, cap, max_rows, head_mask, stream);
-  using G64 = Geometry<64, 4, 4>;
-  using A128 = Geometry<128, 2, 4>;
-  using B128 = Geometry<128, 4, 2>;
-  using G256 = Geometry<256, 2, 2>;
-  auto launch = [&](auto a, auto b) {
-    launch_backward<decltype(a), decltype(b)>(dqkv, dctx, qkv, kc, vc, lse, D, slopes, alibi, m, H,
-                                              hd, cap, max_rows, head_mask, stream);
-  };
-  if (hd <= 64)
-    launch(G64{}, G64{});
-  else if (hd <= 128)
-    launch(A128{}, B128{});
-  else
-    launch(G256{}, G256{});
-}
-
 template <class T>
 void alibi_attention_backward_tc(float* dqkv, const float* dctx, const float* qkv, const float* kc,
                                  const float* vc, const T* ctx, const float* lse, float* D,
@@ -402,6 +372,36 @@ template void alibi_attention_backward_tc<__half>(float*, const float*, const fl
                                                   const float*, const __half*, const float*, float*,
                                                   const float*, const AlibiParams&, RowMap, int,
                                                   int, int, int, const uint8_t*, cudaStream_t);
+
+template <class W>
+void alibi_attention_backward(float* dqkv, const float* dctx, const float* qkv, const float* kc,
+                              const float* vc, const W* ctx, const float* lse, float* D,
+                              const float* slopes, const AlibiParams& alibi, RowMap m, int H,
+                              int hd, int cap, int max_rows, const uint8_t* head_mask,
+                              cudaStream_t stream) {
+  if (max_rows <= 0 || m.B == 0 || m.N == 0) return;
+  if (hd > 256)
+    throw Error("cuda", "head dimension " + std::to_string(hd) + " is above the supported 256");
+  if constexpr (!std::is_same_v<W, float>)
+    if (max_rows >= kTensorCoreMinRows && tensor_core_attention_fits(hd, {dqkv, dctx, qkv, kc, vc}))
+      return alibi_attention_backward_tc<W>(dqkv, dctx, qkv, kc, vc, ctx, lse, D, slopes, alibi, m,
+                                            H, hd, cap, max_rows, head_mask, stream);
+  launch_d<W>(D, dctx, ctx, head_mask, m.N, H, hd, stream);
+  using G64 = Geometry<64, 4, 4>;
+  using A128 = Geometry<128, 2, 4>;
+  using B128 = Geometry<128, 4, 2>;
+  using G256 = Geometry<256, 2, 2>;
+  auto launch = [&](auto a, auto b) {
+    launch_backward<decltype(a), decltype(b)>(dqkv, dctx, qkv, kc, vc, lse, D, slopes, alibi, m, H,
+                                              hd, cap, max_rows, head_mask, stream);
+  };
+  if (hd <= 64)
+    launch(G64{}, G64{});
+  else if (hd <= 128)
+    launch(A128{}, B128{});
+  else
+    launch(G256{}, G256{});
+}
 
 #define HS_INSTANTIATE(W)                                                                       \
   template void alibi_attention_backward<W>(float*, const float*, const float*, const float*,   \
