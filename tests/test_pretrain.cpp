@@ -1,6 +1,7 @@
 // The demo model's recipe: the BPE trainer, and pretraining from scratch with and without the
 // induced-collapse term.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -33,7 +34,8 @@ std::string synthetic_corpus(int functions) {
 }
 
 fs::path fresh_dir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() / ("hs-pretrain-" + name);
+  const fs::path d =
+      fs::temp_directory_path() / ("hs-pretrain-" + std::to_string(::getpid()) + "-" + name);
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
