@@ -749,6 +749,17 @@ TEST(Svg, EscapesTheModelName) {
   EXPECT_EQ(render_svg(d).find('\xf4'), std::string::npos);
 }
 
+// Found by fuzz_diagnosis: a diagnosis file with a bos mass of -2e18 made the histogram convert
+// it to int (undefined); values outside [0, 1] fall into the end bins.
+TEST(Svg, OutOfRangeMassesGoToTheEndBins) {
+  Diagnosis d = grid(repeat("S...", 2));
+  d.metrics[0].bos_mass = -2.12966e18;
+  d.metrics[1].bos_mass = 1e300;
+  d.metrics[2].bos_mass = INFINITY;
+  const std::string s = render_svg(d);
+  EXPECT_EQ(xml_problem(s), "");
+}
+
 TEST(Svg, LargeModelsScaleTheCells) {
   const Diagnosis d = grid(repeat(std::string(50, 'S') + std::string(62, '.'), 70));
   const std::string s = render_svg(d);

@@ -241,7 +241,8 @@ std::string bos_histogram(const Histogram& p, const Thresholds& t) {
   int top = 0;
   for (size_t s = 0; s < S; ++s) {
     for (double v : p.series[s].values)
-      if (!std::isnan(v)) ++bins[s][size_t(std::clamp(int(std::floor(v * kBins)), 0, kBins - 1))];
+      if (!std::isnan(v))  // clamped as a double: a diagnosis file may hold any number
+        ++bins[s][size_t(std::clamp(std::floor(v * kBins), 0.0, double(kBins - 1)))];
     top = std::max(top, *std::max_element(bins[s].begin(), bins[s].end()));
   }
   const int ystep = count_step(std::max(top, 1));
