@@ -91,12 +91,13 @@ void linear_forward_bf16(float* out, int64_t ldo, const float* inp, const uint16
   thread_local std::vector<uint16_t> x16;
   x16.resize(size_t(N * IC));
   to_bf16(x16.data(), inp, N * IC);
-  const uint16_t* x = x16.data();  // the caller's buffer: inside the team x16 is another thread's
+  // Inside the team x16 names each worker's own (empty) vector: the team reads this pointer.
+  const uint16_t* x = x16.data();
   // Blocks of W rows of ~128 KB stay in L2 while every 4-row slice of x passes over them. The
-  // threads take blocks as they come (dynamic): on a shared machine, where one thread of the team
-  // is often descheduled, a static split left the other spinning at the barrier for ~45 % of the
-  // samples (perf, bloom-1b7 diagnose, load 3 on 2 cores). Each output is one dot product in a
-  // fixed order, so a row's result does not depend on N or on the number of threads.
+  // threads take blocks as they come (dynamic), so a thread descheduled on a shared machine leaves
+  // its share to the other; the team still meets at the end (under load 3 on 2 cores perf shows
+  // about half the samples spinning in libgomp, static or dynamic). Each output is one dot
+  // product in a fixed order, so a row's result does not depend on N or on the thread count.
   const int64_t nb = std::max<int64_t>(4, (int64_t(64) << 10) / std::max<int64_t>(IC, 1)) / 4 * 4;
   const int64_t blocks = (OC + nb - 1) / nb;
 #pragma omp parallel for schedule(dynamic) if (blocks > 1 && N * IC * OC > (1 << 18))
