@@ -41,6 +41,22 @@ void attention(const BlockSegment& g, BlockActs& s, const ModelConfig& c, const 
                                       c.alibi, H, hd);
 }
 
+// A linear layer of the block: bf16 products where the weights are bf16 (inference_layer).
+void linear(float* out, const float* inp, const LayerWeights& w, LayerRole W, LayerRole b,
+            int64_t N, int64_t IC, int64_t OC) {
+  if (const uint16_t* w16 = w.bf16[int(W)])
+    cpu::linear_forward_bf16(out, OC, inp, w16, w[b], N, IC, OC);
+  else
+    cpu::linear_forward<float>(out, inp, w[W], w[b], N, IC, OC);
+}
+
+// MPT's logit_scale over out[N, n] (row stride ldo).
+void scale_logits(float* out, int64_t ldo, int64_t N, int64_t n, double logit_scale) {
+  if (logit_scale != 1)
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t v = 0; v < n; ++v) out[i * ldo + v] *= float(logit_scale);
+}
+
 }  // namespace
 
 void block_forward(float* x, int64_t N, std::span<const BlockSegment> segs, const ModelConfig& c,
@@ -58,12 +74,12 @@ void block_forward(float* x, int64_t N, std::span<const BlockSegment> segs, cons
 
   cpu::layernorm_forward<float>(s.a.data(), ln1_mean, ln1_rstd, x, w[R::attn_norm],
                                 w[R::attn_norm_b], N, d, eps);
-  cpu::linear_forward<float>(s.qkv.data(), s.a.data(), w[R::wqkv], w[R::bqkv], N, d, 3 * d);
+  linear(s.qkv.data(), s.a.data(), w, R::wqkv, R::bqkv, N, d, 3 * d);
   if (c.clip_qkv > 0)
     cpu::clamp_forward<float>(s.qkv.data(), for_backward ? s.clip_mask.data() : nullptr, N * 3 * d,
                               float(c.clip_qkv));
   for (const BlockSegment& g : segs) attention(g, s, c, slopes);
-  cpu::linear_forward<float>(s.y.data(), s.ctx.data(), w[R::wo], w[R::bo], N, d, d);
+  linear(s.y.data(), s.ctx.data(), w, R::wo, R::bo, N, d, d);
   // x = attention output + residual, where the residual is LN1(x) in the post-LN variant.
   if (c.post_ln) std::copy_n(s.a.data(), N * d, x);
   cpu::residual_add<float>(x, s.y.data(), N * d);
@@ -75,11 +91,11 @@ void block_forward(float* x, int64_t N, std::span<const BlockSegment> segs, cons
     if (c.post_ln) std::copy_n(s.b.data(), N * d, x);
     return;
   }
-  cpu::linear_forward<float>(s.pre.data(), s.b.data(), w[R::ffn_up], w[R::ffn_up_b], N, d, F);
+  linear(s.pre.data(), s.b.data(), w, R::ffn_up, R::ffn_up_b, N, d, F);
   // Inference applies the activation in place; the backward needs the pre-activation.
   float* h = for_backward ? s.h.data() : s.pre.data();
   cpu::gelu_forward<float>(h, s.pre.data(), N * F, c.act);
-  cpu::linear_forward<float>(s.y.data(), h, w[R::ffn_down], w[R::ffn_down_b], N, F, d);
+  linear(s.y.data(), h, w, R::ffn_down, R::ffn_down_b, N, F, d);
   if (c.post_ln) std::copy_n(s.b.data(), N * d, x);
   cpu::residual_add<float>(x, s.y.data(), N * d);
 }
@@ -163,9 +179,26 @@ void head_logits(float* out, int64_t ldo, const float* x, const float* E, int64_
   else  // linear_forward's one-row path (sgemv)
     for (int64_t i = 0; i < N; ++i)
       cpu::linear_forward<float>(out + i * ldo, x + i * d, E, nullptr, 1, d, n);
-  if (logit_scale != 1)
-    for (int64_t i = 0; i < N; ++i)
-      for (int64_t v = 0; v < n; ++v) out[i * ldo + v] *= float(logit_scale);
+  scale_logits(out, ldo, N, n, logit_scale);
+}
+
+void for_each_head_chunk(WeightSource& w, const std::function<void(const HeadChunk&)>& fn) {
+  if (const uint16_t* E = w.head_bf16()) {
+    const int64_t V = w.config().vocab, d = w.config().hidden;
+    for (int64_t r = 0; r < V; r += kVocabChunk)
+      fn({r, std::min(kVocabChunk, V - r), nullptr, E + r * d});
+    return;
+  }
+  w.for_each_vocab_chunk(kVocabChunk, [&](int64_t r0, int64_t rows, const float* E) {
+    fn({r0, rows, E, nullptr});
+  });
+}
+
+void head_logits(float* out, int64_t ldo, const float* x, const HeadChunk& E, int64_t N, int64_t d,
+                 double logit_scale) {
+  if (!E.bf16) return head_logits(out, ldo, x, E.f32, N, d, E.rows, logit_scale);
+  cpu::linear_forward_bf16(out, ldo, x, E.bf16, nullptr, N, d, E.rows);
+  scale_logits(out, ldo, N, E.rows, logit_scale);
 }
 
 }  // namespace hs

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -78,5 +79,18 @@ constexpr int64_t kVocabChunk = 8192;
 // out[N, n] (row stride ldo) = logit_scale * x[N, d] @ E[n, d]^T: one chunk of the output head.
 void head_logits(float* out, int64_t ldo, const float* x, const float* E, int64_t N, int64_t d,
                  int64_t n, double logit_scale);
+
+// Rows [r0, r0 + rows) of an inference pass's output head: fp32, or bf16 where the source runs
+// bf16 products (WeightSource::head_bf16); the other pointer is null.
+struct HeadChunk {
+  int64_t r0, rows;
+  const float* f32;
+  const uint16_t* bf16;
+};
+// Calls fn over the output head of w in chunks of kVocabChunk rows.
+void for_each_head_chunk(WeightSource& w, const std::function<void(const HeadChunk&)>& fn);
+// head_logits over one such chunk: out[N, E.rows].
+void head_logits(float* out, int64_t ldo, const float* x, const HeadChunk& E, int64_t N, int64_t d,
+                 double logit_scale);
 
 }  // namespace hs

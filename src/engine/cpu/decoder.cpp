@@ -52,7 +52,7 @@ const std::vector<float>& Decoder::extend(std::span<const Feed> feeds) {
   for (int64_t f = 0; f < F; ++f) embed_rows(model_, feeds[f].ids, x_.data() + segs[f].row0 * d);
   for (int64_t l = 0; l < L; ++l) {
     check_interrupted();  // a long prompt's prefill; the cache lengths are not yet advanced
-    auto w = model_.layer(l);
+    auto w = model_.inference_layer(l);
     for (int64_t f = 0; f < F; ++f) {
       segs[f].k_cache = cache(0, l, feeds[f].seq);
       segs[f].v_cache = cache(1, l, feeds[f].seq);
@@ -69,8 +69,8 @@ const std::vector<float>& Decoder::extend(std::span<const Feed> feeds) {
                                 model_.norm(ModelRole::out_norm),
                                 model_.norm(ModelRole::out_norm_b), F, d, float(c.ln_eps));
   logits_.resize(F * V);
-  model_.for_each_vocab_chunk(kVocabChunk, [&](int64_t r0, int64_t rows, const float* E) {
-    head_logits(logits_.data() + r0, V, last_.data(), E, F, d, rows, c.logit_scale);
+  for_each_head_chunk(model_, [&](const HeadChunk& E) {
+    head_logits(logits_.data() + E.r0, V, last_.data(), E, F, d, c.logit_scale);
   });
   return logits_;
 }

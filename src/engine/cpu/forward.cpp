@@ -28,12 +28,13 @@ void lm_head(WeightSource& model, const std::vector<std::vector<float>>& xf,
     target_logit[i].assign(T, 0.0f);
   }
   std::vector<float> chunk;
-  model.for_each_vocab_chunk(kVocabChunk, [&](int64_t r0, int64_t rows, const float* E) {
+  for_each_head_chunk(model, [&](const HeadChunk& E) {
+    const int64_t r0 = E.r0, rows = E.rows;
     for (size_t i = 0; i < n; ++i) {
       check_interrupted();
       const int64_t T = int64_t(seqs[i].size());
       chunk.resize(T * rows);
-      head_logits(chunk.data(), rows, xf[i].data(), E, T, d, rows, c.logit_scale);
+      head_logits(chunk.data(), rows, xf[i].data(), E, T, d, c.logit_scale);
       if (opts.logits)
         for (int64_t t = 0; t < T; ++t)
           std::copy_n(chunk.data() + t * rows, rows, out[i].logits.data() + t * V + r0);
@@ -88,7 +89,7 @@ std::vector<SequenceOutput> forward(WeightSource& model,
   }
   BlockActs acts;
   for (int64_t l = 0; l < L; ++l) {
-    auto w = model.layer(l);
+    auto w = model.inference_layer(l);
     for (size_t i = 0; i < n; ++i) {
       check_interrupted();
       const int64_t T = int64_t(seqs[i].size());

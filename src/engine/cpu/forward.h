@@ -1,6 +1,7 @@
-// Inference on the CPU (fp32): the forward pass over a batch of sequences of any lengths,
-// layer-major (every sequence goes through layer l before layer l+1 is touched, so a streamed
-// model converts each layer once per call), and the CPU Engine.
+// Inference on the CPU (fp32, or bf16 products on bf16 weights: Model::bf16_products): the forward
+// pass over a batch of sequences of any lengths, layer-major (every sequence goes through layer l
+// before layer l+1 is touched, so a streamed model converts each layer once per call), and the CPU
+// Engine.
 #pragma once
 
 #include <cstdint>

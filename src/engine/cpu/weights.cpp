@@ -1,10 +1,12 @@
 #include "engine/cpu/weights.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
 #include "model/alibi.h"
+#include "ops/cpu/ops.h"
 #include "util/error.h"
 
 namespace hs {
@@ -54,13 +56,44 @@ F32Tensor load(const Checkpoint& ck, ModelRole r) {
               [&](int64_t rows, float* out) { ck.read_rows(r, DType::F32, 0, rows, out); });
 }
 
+bool bf16_view(const TensorView& t) {
+  return t.dtype == DType::BF16 && reinterpret_cast<uintptr_t>(t.data) % alignof(uint16_t) == 0;
+}
+
+bool all_matrices_bf16(const Checkpoint& ck) {
+  const ModelConfig& c = ck.config();
+  if (!bf16_view(ck.tensor(c.tied_head ? ModelRole::tok_emb : ModelRole::lm_head))) return false;
+  for (int64_t l = 0; l < c.n_layer; ++l)
+    for (int k = 0; k < kLayerRoles; ++k)
+      if (role_is_matrix(LayerRole(k)) && role_present(c, LayerRole(k)) &&
+          !bf16_view(ck.tensor(LayerRole(k), l)))
+        return false;
+  return true;
+}
+
 }  // namespace
+
+bool use_bf16_products(const Checkpoint& ck) {
+  const char* env = std::getenv("HEADSURGEON_CPU_BF16");
+  const std::string v = env ? env : "";
+  if (!v.empty() && v != "0" && v != "1")
+    throw Error("HEADSURGEON_CPU_BF16", "must be 0 or 1, not '" + v + "'");
+  if (v == "0" || !all_matrices_bf16(ck)) return false;
+  const bool cpu = cpu::cpu_has_bf16_dot();
+  if (v == "1" && !cpu)
+    throw Error("HEADSURGEON_CPU_BF16", "is 1 but this CPU has no AVX512-BF16 instructions");
+  return cpu;
+}
 
 Model::Model(const std::string& spec, ModelOptions opts) : ckpt_(spec) {
   const ModelConfig& c = config();
   slopes_ = alibi_slopes(c.n_head, c.alibi_bias_max);
   const int64_t budget = opts.cache_bytes >= 0 ? opts.cache_bytes : mem_available_bytes() / 2;
-  resident_ = param_count(c) * int64_t(sizeof(float)) <= budget;
+  // With bf16 products inference reads the mapping itself: no fp32 copy is kept (layer(), for
+  // dormancy and the training copy, streams).
+  bf16_ = use_bf16_products(ckpt_);
+  resident_ = !bf16_ && param_count(c) * int64_t(sizeof(float)) <= budget;
+  if (bf16_) layers16_.resize(c.n_layer);
   for (ModelRole r :
        {ModelRole::emb_norm, ModelRole::emb_norm_b, ModelRole::out_norm, ModelRole::out_norm_b})
     if (role_present(c, r)) norms_[int(r)] = load(ckpt_, r);
@@ -87,6 +120,37 @@ std::shared_ptr<const LayerWeights> Model::layer(int64_t l) {
   if (resident_) return layers_[l] = std::shared_ptr<const LayerWeights>(w);
   return std::shared_ptr<const LayerWeights>(
       w, [this](const LayerWeights* done) { spare_.reset(const_cast<LayerWeights*>(done)); });
+}
+
+std::shared_ptr<const LayerWeights> Model::inference_layer(int64_t l) {
+  if (!bf16_) return layer(l);
+  if (layers16_[l]) return layers16_[l];
+  auto w = std::make_shared<LayerWeights>();
+  for (int k = 0; k < kLayerRoles; ++k) {
+    const auto r = LayerRole(k);
+    if (!role_present(config(), r)) continue;
+    const TensorView& t = ckpt_.tensor(r, l);
+    if (!role_is_matrix(r)) {  // norms and biases: a few d floats, converted
+      F32Tensor& v = w->t[k];
+      v.numel = t.numel();
+      v.owned.resize(size_t(v.numel));
+      ckpt_.read_rows(r, l, DType::F32, 0, t.shape[0], v.owned.data());
+      v.data = v.owned.data();
+    } else if (role_permuted(config(), r)) {  // MPT's Wqkv: its rows reordered once, still bf16
+      auto& p = permuted16_.emplace_back(size_t(t.numel()));
+      ckpt_.read_rows(r, l, DType::BF16, 0, t.shape[0], p.data());
+      w->bf16[k] = p.data();
+    } else {
+      w->bf16[k] = reinterpret_cast<const uint16_t*>(t.data);
+    }
+  }
+  return layers16_[l] = std::move(w);
+}
+
+const uint16_t* Model::head_bf16() const {
+  if (!bf16_) return nullptr;
+  return reinterpret_cast<const uint16_t*>(
+      ckpt_.tensor(config().tied_head ? ModelRole::tok_emb : ModelRole::lm_head).data);
 }
 
 void Model::embed(std::span<const int32_t> ids, float* out) {

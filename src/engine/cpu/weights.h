@@ -4,7 +4,9 @@
 // A Model keeps the checkpoint's (possibly half-precision, memory-mapped) tensors and converts
 // them to fp32 on demand. When the fp32 weights fit comfortably in RAM they are converted once
 // and kept; otherwise each layer is converted when used and dropped after (streaming), so
-// bloom-7b1 (28 GB in fp32) still runs on a 24 GB machine.
+// bloom-7b1 (28 GB in fp32) still runs on a 24 GB machine. A bf16 checkpoint on a CPU with
+// AVX512-BF16 skips all that for inference: the products read the mapped bf16 weights
+// (inference_layer, head_bf16), and no fp32 copy of a weight matrix is made.
 #pragma once
 
 #include <array>
@@ -28,8 +30,11 @@ struct F32Tensor {
 };
 
 // One layer's tensors by role; an absent role (a bias the family does not have) is null.
+// For inference with bf16 products (WeightSource::inference_layer) the weight matrices are bf16
+// views of the checkpoint in bf16 and their fp32 entries in t are null.
 struct LayerWeights {
   std::array<F32Tensor, kLayerRoles> t;
+  std::array<const uint16_t*, kLayerRoles> bf16{};
   const float* operator[](LayerRole r) const { return t[int(r)].data; }
 };
 
@@ -41,6 +46,11 @@ class WeightSource {
   virtual const std::vector<float>& slopes() const = 0;
   // The returned weights must not outlive the source.
   virtual std::shared_ptr<const LayerWeights> layer(int64_t l) = 0;
+  // The weights an inference pass multiplies with: layer(l), or where the source runs bf16
+  // products (Model::bf16_products) the matrices as bf16 and only the vectors as fp32.
+  virtual std::shared_ptr<const LayerWeights> inference_layer(int64_t l) { return layer(l); }
+  // The output head [V, d] in bf16 where the source runs bf16 products, else null.
+  virtual const uint16_t* head_bf16() const { return nullptr; }
   // out[T, d] = token embedding rows of ids; throws hs::Error for an id outside the vocabulary.
   virtual void embed(std::span<const int32_t> ids, float* out) = 0;
   // The embedding and final norms (ModelRole emb_norm*, out_norm*; null when absent).
@@ -56,6 +66,12 @@ struct ModelOptions {
   int64_t cache_bytes = -1;
 };
 
+// Whether inference over a checkpoint runs its products on the bf16 weights as stored
+// (ops/cpu/ops.h, linear_forward_bf16): every weight matrix is BF16 and the CPU has AVX512-BF16,
+// or as HEADSURGEON_CPU_BF16 says (0 = never; 1 = always for bf16 weights, an error on a CPU
+// without AVX512-BF16). Throws hs::Error for another value of the variable.
+bool use_bf16_products(const Checkpoint& ck);
+
 class Model : public WeightSource {
  public:
   explicit Model(const std::string& spec, ModelOptions opts = {});
@@ -65,8 +81,12 @@ class Model : public WeightSource {
   const std::vector<float>& slopes() const override { return slopes_; }
   // Whether all converted weights stay in memory (false = streaming layer by layer).
   bool resident() const { return resident_; }
+  // Whether inference multiplies with the bf16 weights (use_bf16_products).
+  bool bf16_products() const { return bf16_; }
 
   std::shared_ptr<const LayerWeights> layer(int64_t l) override;
+  std::shared_ptr<const LayerWeights> inference_layer(int64_t l) override;
+  const uint16_t* head_bf16() const override;
   void embed(std::span<const int32_t> ids, float* out) override;
   const float* norm(ModelRole r) const override { return norms_[int(r)].data; }
   void for_each_vocab_chunk(int64_t chunk_rows,
@@ -75,9 +95,12 @@ class Model : public WeightSource {
  private:
   Checkpoint ckpt_;
   std::vector<float> slopes_;
-  bool resident_ = false;
+  bool resident_ = false, bf16_ = false;
   std::vector<std::shared_ptr<const LayerWeights>> layers_;  // filled when resident
-  std::array<F32Tensor, kModelRoles> norms_;                 // the norm roles
+  // bf16 products: each layer's views and fp32 vectors, made on first use and kept
+  std::vector<std::shared_ptr<const LayerWeights>> layers16_;
+  std::vector<std::vector<uint16_t>> permuted16_;  // bf16 copies of permuted matrices (MPT's Wqkv)
+  std::array<F32Tensor, kModelRoles> norms_;       // the norm roles
   F32Tensor emb_, head_;                 // whole embedding and untied head, only when resident
   std::unique_ptr<LayerWeights> spare_;  // streaming: buffers of the last released layer
 };

@@ -34,6 +34,13 @@ void layernorm_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, cons
 template <class T>
 void linear_forward(T* out, const T* inp, const T* W, const T* bias, int64_t N, int64_t IC,
                     int64_t OC);
+// Whether this CPU has AVX512-BF16 dot products (linear_forward_bf16 needs them).
+bool cpu_has_bf16_dot();
+// out[N,OC] (row stride ldo) = bf16(inp[N,IC]) @ W[OC,IC]^T (+ bias[OC] when not null), with W in
+// bf16 (as a checkpoint stores it), the activations rounded to bf16 (nearest even) and the dot
+// products accumulated in fp32: inference only (the training paths stay fp32).
+void linear_forward_bf16(float* out, int64_t ldo, const float* inp, const uint16_t* W,
+                         const float* bias, int64_t N, int64_t IC, int64_t OC);
 // dinp[N,IC] (+)= dout[N,OC] @ W[OC,IC]; accumulate selects += over =.
 template <class T>
 void linear_backward_input(T* dinp, const T* dout, const T* W, int64_t N, int64_t IC, int64_t OC,
