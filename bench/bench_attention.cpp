@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
 
 #include "cuda/runtime.h"
@@ -58,6 +59,10 @@ int main(int argc, char** argv) {
   app.add_option("--cuda-core-max", cuda_core_max, "longest T timed on the CUDA-core kernels")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (const std::string why = hs::cuda::unusable_reason(); !why.empty()) {
+    std::fprintf(stderr, "bench_attention: error: %s\n", why.c_str());
+    return 1;
+  }
   try {
     using bf16 = __nv_bfloat16;
     for (const int T : lengths) {
@@ -73,14 +78,14 @@ int main(int argc, char** argv) {
       for (int h = 0; h < H; ++h) slopes[h] = std::pow(2.0f, -8.0f * float(h + 1) / float(H));
       const std::vector<int32_t> zeros(T, 0), n_rows = {T};
       DeviceBuffer QKV = upload(qkv), Sl = upload(slopes), RS = upload(zeros),
-                   Z = upload(std::vector<int32_t>{0}), NR = upload(n_rows),
-                   K(size_t(T) * d * 4), V(size_t(T) * d * 4), Ctx(size_t(T) * d * 4),
-                   G(size_t(T) * d * 4), Stats(size_t(3) * H * T * 4), Lse(size_t(H) * T * 4),
-                   D(size_t(H) * T * 4), DQ(size_t(T) * 3 * d * 4);
+                   Z = upload(std::vector<int32_t>{0}), NR = upload(n_rows), K(size_t(T) * d * 4),
+                   V(size_t(T) * d * 4), Ctx(size_t(T) * d * 4), G(size_t(T) * d * 4),
+                   Stats(size_t(3) * H * T * 4), Lse(size_t(H) * T * 4), D(size_t(H) * T * 4),
+                   DQ(size_t(T) * 3 * d * 4);
       hs::cuda::check(cudaMemset(G.as<void>(), 0, G.bytes()), "memset");
       hs::cuda::check(cudaMemset(DQ.as<void>(), 0, DQ.bytes()), "memset");
-      const hs::cuda::RowMap m{RS.as<int32_t>(), Z.as<int32_t>(), NR.as<int32_t>(), Z.as<int32_t>(),
-                               T, 1};
+      const hs::cuda::RowMap m{
+          RS.as<int32_t>(), Z.as<int32_t>(), NR.as<int32_t>(), Z.as<int32_t>(), T, 1};
       hs::cuda::qkv_split(QKV.as<float>(), K.as<float>(), V.as<float>(), nullptr, 0, m, H, hd, T,
                           nullptr);
       const double flop = 4.0 * (double(T) * (T + 1) / 2) * hd * H;
@@ -97,33 +102,42 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
       };
       const hs::AlibiParams al{};
-      emit("tc_forward", time_ms(reps, [&] {
-             hs::cuda::alibi_attention_forward_tc<bf16>(
-                 Ctx.as<bf16>(), Stats.as<float>(), QKV.as<float>(), K.as<float>(), V.as<float>(),
-                 Sl.as<float>(), al, m, H, hd, T, T, nullptr, Lse.as<float>());
-           }),
+      emit("tc_forward",
+           time_ms(reps,
+                   [&] {
+                     hs::cuda::alibi_attention_forward_tc<bf16>(
+                         Ctx.as<bf16>(), Stats.as<float>(), QKV.as<float>(), K.as<float>(),
+                         V.as<float>(), Sl.as<float>(), al, m, H, hd, T, T, nullptr,
+                         Lse.as<float>());
+                   }),
            flop);
-      emit("tc_backward", time_ms(reps, [&] {
-             hs::cuda::alibi_attention_backward_tc<bf16>(
-                 DQ.as<float>(), G.as<float>(), QKV.as<float>(), K.as<float>(), V.as<float>(),
-                 Ctx.as<bf16>(), Lse.as<float>(), D.as<float>(), Sl.as<float>(), al, m, H, hd, T,
-                 T, nullptr, nullptr);
-           }),
+      emit("tc_backward",
+           time_ms(reps,
+                   [&] {
+                     hs::cuda::alibi_attention_backward_tc<bf16>(
+                         DQ.as<float>(), G.as<float>(), QKV.as<float>(), K.as<float>(),
+                         V.as<float>(), Ctx.as<bf16>(), Lse.as<float>(), D.as<float>(),
+                         Sl.as<float>(), al, m, H, hd, T, T, nullptr, nullptr);
+                   }),
            2.5 * flop);
       if (T > cuda_core_max) continue;
-      emit("cuda_core_forward", time_ms(reps, [&] {
-             hs::cuda::alibi_attention_forward<float>(
-                 Ctx.as<float>(), Stats.as<float>(), nullptr, nullptr, QKV.as<float>(),
-                 K.as<float>(), V.as<float>(), Sl.as<float>(), al, m, H, hd, T, T, nullptr,
-                 Lse.as<float>());
-           }),
+      emit("cuda_core_forward",
+           time_ms(reps,
+                   [&] {
+                     hs::cuda::alibi_attention_forward<float>(
+                         Ctx.as<float>(), Stats.as<float>(), nullptr, nullptr, QKV.as<float>(),
+                         K.as<float>(), V.as<float>(), Sl.as<float>(), al, m, H, hd, T, T, nullptr,
+                         Lse.as<float>());
+                   }),
            flop);
-      emit("cuda_core_backward", time_ms(reps, [&] {
-             hs::cuda::alibi_attention_backward<float>(
-                 DQ.as<float>(), G.as<float>(), QKV.as<float>(), K.as<float>(), V.as<float>(),
-                 Ctx.as<float>(), Lse.as<float>(), D.as<float>(), Sl.as<float>(), al, m, H, hd, T,
-                 T, nullptr, nullptr);
-           }),
+      emit("cuda_core_backward",
+           time_ms(reps,
+                   [&] {
+                     hs::cuda::alibi_attention_backward<float>(
+                         DQ.as<float>(), G.as<float>(), QKV.as<float>(), K.as<float>(),
+                         V.as<float>(), Ctx.as<float>(), Lse.as<float>(), D.as<float>(),
+                         Sl.as<float>(), al, m, H, hd, T, T, nullptr, nullptr);
+                   }),
            2.5 * flop);
     }
     hs::cuda::check(cudaDeviceSynchronize(), "sync");

@@ -66,7 +66,8 @@ bench() {
   timeout "$(lim 90)" "$G/bench_engine" "$W/$name" --device cuda "$@" 2>"$OUT/bench_$name.err" |
     tee -a "$OUT/results.jsonl"
   local rc=${PIPESTATUS[0]}
-  check "bench $name${*:+ ($*)}" "$(verdict "$rc")" "$(tail -1 "$OUT/bench_$name.err")"
+  check "bench $name${*:+ ($*)}${HEADSURGEON_TENSOR_CORES:+ [tensor cores off]}" "$(verdict "$rc")" \
+    "$(tail -1 "$OUT/bench_$name.err")"
 }
 # The paper's pass-1 plan on bloom-1b7 (the map of .anchor/hf_anchor.py: 108 heads in layers
 # 5-22), 8 x 512-token sequences per step, bf16: trained tokens/s and peak memory.
@@ -288,7 +289,10 @@ stage_attention() {
   done
   printf '  %s\t%s\n' "tensor-core attention T=32768 vs CUDA cores, T=2048 vs CPU" \
     "$(LOG=$OUT/test_cuda_attention.txt passed "Gpu\.TensorCoreAttentionLongInputs ")" >>"$CHECKS"
-  check "test_cuda_attention: all (exit $rc)" "$(verdict "$rc")" ""
+  LOG=$OUT/test_cuda_attention.txt
+  check "test_cuda_attention: all (exit $rc)" "$(verdict "$rc")" \
+    "$(LOG=$LOG count OK) ok, $(LOG=$LOG count FAILED) failed, $(LOG=$LOG count SKIPPED) skipped"
+  unset LOG
   if short 60; then
     check "bench_attention" SKIP "out of time"
   else
