@@ -1,4 +1,4 @@
-# Rewrites a .cu file into host C++ for the CPU emulation of CUDA (emu.h is force-included):
+# Rewrites a .cu file (or a .cuh header) into host C++ for the CPU emulation of CUDA (emu.h is force-included):
 # kernel launches `k<<<grid, block, smem, stream>>>(args);` become emu::Launch(...).run(...) with
 # the arguments captured by value (the launch runs later: at a synchronisation point, or on each
 # replay of a captured graph, with the arguments of its enqueueing), and `extern __shared__ T a[];`
