@@ -15,6 +15,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <tuple>
 
 #include "backend/backend.h"
 #include "cuda/gemm.h"
@@ -23,6 +24,7 @@
 #include "diagnose/run.h"
 #include "engine/cpu/block.h"
 #include "eval/generate.h"
+#include "eval/sampling.h"
 #include "golden_data.h"
 #include "ops/cpu/ops.h"
 #include "ops/cuda/ops.cuh"
@@ -258,38 +260,65 @@ TEST_F(Gpu, AttentionMatchesCpu) {
     }
 }
 
+// Chunks of 384 columns take the float4 path, of 383 the scalar one.
 TEST_F(Gpu, LogSumExpMatchesCpu) {
   std::mt19937 rng(test_seed() + 3);
-  const int N = 6, V = 1000, Vc = 384;
+  const int N = 6, V = 1000;
   const auto logits = randn(rng, size_t(N) * V, 4);
   std::vector<int32_t> target = {0, 999, 383, 384, -1, 500};
-  std::vector<float> m(N, -INFINITY), tgt(N, 0);
-  std::vector<double> s(N, 0);
-  DeviceBuffer Tg = upload(target), M = upload(m), S = upload(s), Tl = upload(tgt);
-  for (int v0 = 0; v0 < V; v0 += Vc) {
-    const int n = std::min(Vc, V - v0);
-    std::vector<float> chunk(size_t(N) * n);
-    for (int r = 0; r < N; ++r)
-      std::copy_n(logits.begin() + int64_t(r) * V + v0, n, chunk.begin() + int64_t(r) * n);
-    cpu::logsumexp_update(chunk.data(), N, n, m.data(), s.data());
-    DeviceBuffer C = upload(chunk);
-    cuda::logsumexp_update(C.as<float>(), N, n, v0, Tg.as<int32_t>(), M.as<float>(), S.as<double>(),
-                           Tl.as<float>(), nullptr);
-    cuda::check(cudaDeviceSynchronize(), "sync");
-  }
-  DeviceBuffer Lse = poisoned(size_t(N) * 4);
-  cuda::logsumexp_finish(Lse.as<float>(), M.as<float>(), S.as<double>(), N, nullptr);
-  const auto gm = download<float>(M, N), gt = download<float>(Tl, N), gl = download<float>(Lse, N);
-  const auto gs = download<double>(S, N);
-  for (int r = 0; r < N; ++r) {
-    EXPECT_NEAR(gm[r] + std::log(gs[r]), m[r] + std::log(s[r]), 1e-5) << "row " << r;
-    if (target[r] >= 0) {
-      EXPECT_EQ(gt[r], logits[size_t(r) * V + target[r]]) << "row " << r;
+  for (int Vc : {384, 383}) {
+    std::vector<float> m(N, -INFINITY), tgt(N, 0);
+    std::vector<double> s(N, 0);
+    DeviceBuffer Tg = upload(target), M = upload(m), S = upload(s), Tl = upload(tgt);
+    for (int v0 = 0; v0 < V; v0 += Vc) {
+      const int n = std::min(Vc, V - v0);
+      std::vector<float> chunk(size_t(N) * n);
+      for (int r = 0; r < N; ++r)
+        std::copy_n(logits.begin() + int64_t(r) * V + v0, n, chunk.begin() + int64_t(r) * n);
+      cpu::logsumexp_update(chunk.data(), N, n, m.data(), s.data());
+      DeviceBuffer C = upload(chunk);
+      cuda::logsumexp_update(C.as<float>(), N, n, v0, Tg.as<int32_t>(), M.as<float>(),
+                             S.as<double>(), Tl.as<float>(), nullptr);
+      cuda::check(cudaDeviceSynchronize(), "sync");
     }
-    // As engine/cpu/train.cpp finishes it, from the same state: the device's double log may
-    // differ from the host's in the last double bit, which float rounding almost always hides.
-    EXPECT_FLOAT_EQ(gl[r], float(double(gm[r]) + std::log(gs[r]))) << "row " << r;
+    DeviceBuffer Lse = poisoned(size_t(N) * 4);
+    cuda::logsumexp_finish(Lse.as<float>(), M.as<float>(), S.as<double>(), N, nullptr);
+    const auto gm = download<float>(M, N), gt = download<float>(Tl, N),
+               gl = download<float>(Lse, N);
+    const auto gs = download<double>(S, N);
+    for (int r = 0; r < N; ++r) {
+      EXPECT_NEAR(gm[r] + std::log(gs[r]), m[r] + std::log(s[r]), 1e-5)
+          << "Vc " << Vc << " row " << r;
+      if (target[r] >= 0) {
+        EXPECT_EQ(gt[r], logits[size_t(r) * V + target[r]]) << "Vc " << Vc << " row " << r;
+      }
+      // As engine/cpu/train.cpp finishes it, from the same state: the device's double log may
+      // differ from the host's in the last double bit, which float rounding almost always hides.
+      EXPECT_FLOAT_EQ(gl[r], float(double(gm[r]) + std::log(gs[r]))) << "Vc " << Vc << " row " << r;
+    }
   }
+}
+
+// Greedy decoding's device argmax against eval/sampling.h's (std::max_element): random rows
+// of a width that is no multiple of the block, a tie to the lower column, -inf and NaN entries.
+// Exact: it returns an index.
+TEST_F(Gpu, ArgmaxMatchesCpu) {
+  std::mt19937 rng(test_seed() + 31);
+  const int N = 9, C = 2500;
+  auto x = randn(rng, size_t(N) * C);
+  auto row = [&](int r) { return std::span<float>(x.data() + size_t(r) * C, C); };
+  row(1)[1700] = row(1)[40] = 9.0f;                    // a tie: the lower column
+  std::fill(row(2).begin(), row(2).end(), -INFINITY);  // all -inf: column 0
+  row(3)[5] = NAN;                                     // NaN is passed over
+  row(3)[2499] = 12.0f;
+  row(4)[0] = NAN;  // NaN first: max_element never moves off it
+  std::fill(row(5).begin(), row(5).end(), NAN);
+  std::fill(row(6).begin(), row(6).end(), 1.0f);  // all equal: column 0
+  row(7)[2499] = 50.0f;                           // the last column
+  DeviceBuffer X = upload(x), Out = poisoned(size_t(N) * 4);
+  cuda::argmax_rows(Out.as<int32_t>(), X.as<float>(), N, C, nullptr);
+  const auto got = download<int32_t>(Out, N);
+  for (int r = 0; r < N; ++r) EXPECT_EQ(got[r], argmax(row(r))) << "row " << r;
 }
 
 // The products, and the output head's with MPT's logit scale applied by the GEMM (alpha).
@@ -405,6 +434,88 @@ TEST_F(Gpu, GemmRows16BitMatchesCpu) {
   cuda::check_blas(cublasCreate(&h), "cublasCreate");
   expect_gemm_rows_16bit<__nv_bfloat16>(h, rng, "bf16");
   expect_gemm_rows_16bit<__half>(h, rng, "f16");
+  cublasDestroy(h);
+}
+
+// The decoding step's fused products (the GELU and the qkv split in the GEMV's epilogue, 1 to
+// 8 rows) and the same ops on 9 rows (cuBLAS, then the separate kernels) against the separate
+// public ops composed by hand: cuda::gemm (cuBLAS), then gelu_forward, or the copy of the raw
+// product and qkv_split. Products summed in another order: 1e-5 of the scale in fp32; the GELU
+// output rounded to W: one unit in its last place (2^-8 bf16, 2^-11 f16, of the scale). Cache
+// slots no row owns must stay NaN.
+template <class W>
+void expect_fused_linear_ops(cublasHandle_t h, std::mt19937& rng, const char* wname) {
+  const int IC = 136, C = 200, H = 2, hd = 12, cap = 9, Q = 3 * H * hd;
+  const double w_ulp = std::is_same_v<W, __half> ? 1.0 / 2048 : 1.0 / 256;
+  for (int N : {1, 3, 8, 9}) {
+    const std::string where = std::string(wname) + " N=" + std::to_string(N);
+    auto x = randn(rng, size_t(N) * IC), w = randn(rng, size_t(C) * IC, 0.1f),
+         wq = randn(rng, size_t(Q) * IC, 0.1f), bias = randn(rng, size_t(C), 0.3f),
+         bq = randn(rng, size_t(Q), 0.3f);
+    DeviceBuffer X = upload(to_w<W>(x)), Wd = upload(to_w<W>(w)), Wq = upload(to_w<W>(wq)),
+                 Bd = upload(bias), Bq = upload(bq);
+    // GELU (BLOOM's tanh form).
+    DeviceBuffer Out = poisoned(size_t(N) * C * sizeof(W)), H32 = poisoned(size_t(N) * C * 4),
+                 RefOut = poisoned(size_t(N) * C * sizeof(W)), RefH = poisoned(size_t(N) * C * 4);
+    cuda::linear_gelu_forward<W>(Out.as<W>(), H32.as<float>(), h, X.as<W>(), Wd.as<W>(),
+                                 Bd.as<float>(), N, IC, C, Gelu::tanh, nullptr);
+    cuda::gemm<W>(h, false, true, N, C, IC, 1.0f, X.as<W>(), IC, Wd.as<W>(), IC, 0.0f,
+                  RefH.as<float>(), C);
+    cuda::gelu_forward<W>(RefOut.as<W>(), RefH.as<float>(), Bd.as<float>(), N, C, Gelu::tanh,
+                          nullptr);
+    EXPECT_LE(rel_err(download<float>(H32, size_t(N) * C), download<float>(RefH, size_t(N) * C)),
+              1e-5)
+        << where << " pre-activation";
+    std::vector<float> got, ref;
+    for (W v : download<W>(Out, size_t(N) * C)) got.push_back(from_w(v));
+    for (W v : download<W>(RefOut, size_t(N) * C)) ref.push_back(from_w(v));
+    EXPECT_LE(rel_err(got, ref), w_ulp) << where << " gelu";
+    // qkv: rows of two sequences, the first with past 4 (its first rows), the second past 1;
+    // MPT's clamp on so that it acts.
+    const int n0 = (N + 1) / 2, B = 2;
+    std::vector<int32_t> row_seq, q_row0 = {0, n0}, n_rows = {n0, N - n0}, past = {4, 1};
+    for (int g = 0; g < N; ++g) row_seq.push_back(g < n0 ? 0 : 1);
+    if (N - n0 == 0) q_row0[1] = 0;
+    DeviceBuffer RS = upload(row_seq), Q0 = upload(q_row0), NR = upload(n_rows), P0 = upload(past);
+    const cuda::RowMap m{
+        RS.as<int32_t>(), Q0.as<int32_t>(), NR.as<int32_t>(), P0.as<int32_t>(), N, B};
+    const size_t cache = size_t(B) * H * cap * hd;
+    DeviceBuffer QKV = poisoned(size_t(N) * Q * 4), Raw = poisoned(size_t(N) * Q * 4),
+                 K = poisoned(cache * 4), V = poisoned(cache * 4),
+                 RefQKV = poisoned(size_t(N) * Q * 4), RefK = poisoned(cache * 4),
+                 RefV = poisoned(cache * 4);
+    cuda::linear_qkv_forward<W>(QKV.as<float>(), Raw.as<float>(), K.as<float>(), V.as<float>(), h,
+                                X.as<W>(), Wq.as<W>(), Bq.as<float>(), 0.5f, m, IC, H, hd, cap,
+                                nullptr);
+    cuda::gemm<W>(h, false, true, N, Q, IC, 1.0f, X.as<W>(), IC, Wq.as<W>(), IC, 0.0f,
+                  RefQKV.as<float>(), Q);
+    const auto raw = download<float>(RefQKV, size_t(N) * Q);
+    cuda::qkv_split(RefQKV.as<float>(), RefK.as<float>(), RefV.as<float>(), Bq.as<float>(), 0.5f, m,
+                    H, hd, cap, nullptr);
+    EXPECT_LE(rel_err(download<float>(Raw, size_t(N) * Q), raw), 1e-5) << where << " raw";
+    EXPECT_LE(rel_err(download<float>(QKV, size_t(N) * Q), download<float>(RefQKV, size_t(N) * Q)),
+              1e-5)
+        << where << " qkv";
+    for (auto [got_c, ref_c, name] : {std::tuple{&K, &RefK, "keys"}, {&V, &RefV, "values"}}) {
+      const auto g = download<float>(*got_c, cache), r = download<float>(*ref_c, cache);
+      std::vector<float> gs, rs;
+      int64_t nan_mismatch = 0;
+      for (size_t i = 0; i < cache; ++i) {
+        nan_mismatch += std::isnan(g[i]) != std::isnan(r[i]);
+        if (!std::isnan(r[i])) gs.push_back(g[i]), rs.push_back(r[i]);
+      }
+      EXPECT_EQ(nan_mismatch, 0) << where << " " << name << ": slots written differ";
+      EXPECT_LE(rel_err(gs, rs), 1e-5) << where << " " << name;
+    }
+  }
+}
+
+TEST_F(Gpu, FusedLinearOpsMatchSeparateOps) {
+  std::mt19937 rng(test_seed() + 41);
+  cublasHandle_t h;
+  cuda::check_blas(cublasCreate(&h), "cublasCreate");
+  expect_fused_linear_ops<__nv_bfloat16>(h, rng, "bf16");
+  expect_fused_linear_ops<__half>(h, rng, "f16");
   cublasDestroy(h);
 }
 
@@ -964,6 +1075,89 @@ TEST_F(Gpu, Bf16DecoderOnGemvMatchesFullForward) {
       const int64_t pos = 7 + int64_t(k);
       const std::vector<float> ref(full.begin() + pos * 300, full.begin() + (pos + 1) * 300);
       EXPECT_LE(rel_err(steps[k], ref), 1e-2) << "graphs " << graphs << " position " << pos;
+    }
+  }
+  unsetenv("HEADSURGEON_CUDA_GRAPHS");
+}
+
+// Small passes with head statistics only are replayed from a graph from their shape's second
+// pass on: each pass of new prompts of one shape (eager, captured, replayed, replayed again with
+// another shape between) equals the same prompts run with HEADSURGEON_CUDA_GRAPHS=0, exactly
+// (the same kernels on the same inputs), in fp32 and bf16, below and above the tensor cores'
+// 64 rows.
+TEST_F(Gpu, ForwardGraphReplayEqualsEager) {
+  const std::string dir =
+      write_family("graph", {.family = "bloom", .d = 128, .H = 2, .L = 2, .V = 300});
+  Model model(dir, ModelOptions{int64_t(1) << 40});
+  std::filesystem::remove_all(dir);
+  std::mt19937 rng(test_seed() + 43);
+  auto prompts = [&](std::vector<int> lengths) {
+    std::vector<std::vector<int32_t>> seqs;
+    for (int T : lengths) {
+      seqs.emplace_back(T);
+      for (auto& x : seqs.back()) x = int32_t(rng() % 300);
+    }
+    return seqs;
+  };
+  ForwardOptions o;
+  o.head_stats = true;
+  for (const char* dtype : {"f32", "bf16"}) {
+    auto e = gpu_engine(model, dtype);
+    for (int pass = 0; pass < 5; ++pass) {
+      const auto seqs = pass == 3 ? prompts({20}) : prompts({60, 70});
+      const auto got = e->forward(seqs, o);
+      setenv("HEADSURGEON_CUDA_GRAPHS", "0", 1);
+      const auto want = e->forward(seqs, o);
+      unsetenv("HEADSURGEON_CUDA_GRAPHS");
+      for (size_t i = 0; i < seqs.size(); ++i) {
+        EXPECT_EQ(got[i].bos_mass, want[i].bos_mass) << dtype << " pass " << pass << " seq " << i;
+        EXPECT_EQ(got[i].entropy, want[i].entropy) << dtype << " pass " << pass << " seq " << i;
+        EXPECT_EQ(got[i].local_mass, want[i].local_mass)
+            << dtype << " pass " << pass << " seq " << i;
+      }
+    }
+  }
+}
+
+// Greedy decoding's ids chosen on the device (extend_argmax) against the argmax of the logits
+// extend() returns, step by step for three samples of one prompt decoded together, eager and
+// replayed from graphs, one sample leaving after a few steps (a smaller graph). Exact: both
+// decoders run the same kernels on the same inputs.
+TEST_F(Gpu, DecoderArgmaxMatchesArgmaxOfLogits) {
+  const std::string dir =
+      write_family("argmax", {.family = "bloom", .d = 128, .H = 2, .L = 2, .V = 300});
+  Model model(dir, ModelOptions{int64_t(1) << 40});
+  std::filesystem::remove_all(dir);
+  auto e = gpu_engine(model, "bf16");
+  std::mt19937 rng(test_seed() + 37);
+  std::vector<int32_t> prompt(9);
+  for (auto& x : prompt) x = int32_t(rng() % 300);
+  for (const char* graphs : {"1", "0"}) {
+    setenv("HEADSURGEON_CUDA_GRAPHS", graphs, 1);
+    auto a = e->decoder(3, 40), b = e->decoder(3, 40);
+    const IncrementalDecoder::Feed prefill{0, prompt};
+    const std::vector<int32_t>* ids = a->extend_argmax({&prefill, 1});
+    ASSERT_NE(ids, nullptr);
+    std::vector<float> logits = b->extend({&prefill, 1});
+    std::vector<int32_t> next = {(*ids)[0], (*ids)[0], (*ids)[0]};
+    EXPECT_EQ(next[0], argmax(logits)) << "graphs " << graphs << " prefill";
+    for (int s = 1; s < 3; ++s) a->fork(0, s), b->fork(0, s);
+    for (int k = 0; k < 12; ++k) {
+      const int n = k < 5 ? 3 : 2;
+      std::vector<IncrementalDecoder::Feed> feeds;
+      // Sample s feeds a token of its own, so the three rows differ.
+      for (int s = 0; s < n; ++s) {
+        next[s] = (next[s] + 7 * s) % 300;
+        feeds.push_back({s, {&next[s], 1}});
+      }
+      ids = a->extend_argmax(feeds);
+      logits = b->extend(feeds);
+      ASSERT_EQ(ids->size(), size_t(n));
+      for (int s = 0; s < n; ++s) {
+        EXPECT_EQ((*ids)[s], argmax(std::span(logits).subspan(size_t(s) * 300, 300)))
+            << "graphs " << graphs << " step " << k << " sample " << s;
+        next[s] = (*ids)[s];
+      }
     }
   }
   unsetenv("HEADSURGEON_CUDA_GRAPHS");

@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "cuda/gemm.h"
+#include "cuda/gemv.cuh"
 #include "util/error.h"
 
 namespace hs::cuda {
@@ -46,77 +47,12 @@ void gemm(cublasHandle_t h, bool transA, bool transB, int M, int N, int K, float
 
 namespace {
 
-__device__ __forceinline__ void unpack8(float (&f)[8], const uint4& v, const __nv_bfloat16*) {
-  const auto* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const float2 x = __bfloat1622float2(h[k]);
-    f[2 * k] = x.x;
-    f[2 * k + 1] = x.y;
-  }
-}
-__device__ __forceinline__ void unpack8(float (&f)[8], const uint4& v, const __half*) {
-  const auto* h = reinterpret_cast<const __half2*>(&v);
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const float2 x = __half22float2(h[k]);
-    f[2 * k] = x.x;
-    f[2 * k + 1] = x.y;
-  }
-}
-
-constexpr int kGemvWarps = 8;
-
-// out[r, o] = alpha * inp[r, :] . Wt[o, :] for the n <= NR rows of a decoding step: one warp per
-// output column o streams its weight row once in 16-byte reads (8 values), the NR input rows
-// coming from L1/L2. cuBLAS at M = 1 runs split-K kernels and a reduction at about half the
-// memory bandwidth (NOTES, 2026-11-26: products were 58 % of a bloom-1b7 decoding step).
-template <class W, int NR>
-__global__ void __launch_bounds__(kGemvWarps * 32)
-    gemv_rows_kernel(float* out, int ldo, const W* inp, const W* Wt, int n, int IC, int OC,
-                     float alpha) {
-  const int o = blockIdx.x * kGemvWarps + int(threadIdx.x >> 5), lane = threadIdx.x & 31;
-  if (o >= OC) return;
-  const W* w = Wt + int64_t(o) * IC;
-  float acc[NR];
-#pragma unroll
-  for (int r = 0; r < NR; ++r) acc[r] = 0;
-#pragma unroll 4
-  for (int i = 8 * lane; i < IC; i += 8 * 32) {
-    float wf[8], xf[8];
-    unpack8(wf, *reinterpret_cast<const uint4*>(w + i), w);
-#pragma unroll
-    for (int r = 0; r < NR; ++r) {
-      if (r >= n) break;
-      unpack8(xf, *reinterpret_cast<const uint4*>(inp + int64_t(r) * IC + i), inp);
-#pragma unroll
-      for (int k = 0; k < 8; ++k) acc[r] = fmaf(wf[k], xf[k], acc[r]);
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < NR; ++r) {
-    if (r >= n) break;
-    float v = acc[r];
-#pragma unroll
-    for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
-    if (lane == 0) out[int64_t(r) * ldo + o] = alpha * v;
-  }
-}
-
-template <class W, int NR>
-void launch_gemv(cudaStream_t s, float* out, int ldo, const W* inp, const W* Wt, int n, int IC,
-                 int OC, float alpha) {
-  gemv_rows_kernel<W, NR><<<(OC + kGemvWarps - 1) / kGemvWarps, kGemvWarps * 32, 0, s>>>(
-      out, ldo, inp, Wt, n, IC, OC, alpha);
-}
-
-// Rows of a decoding step (up to 8: generate --n 8) of 16-bit weights take gemv_rows_kernel.
-template <class W>
-bool gemv_fits(int N, int IC, const W* inp, const W* Wt) {
-  if constexpr (std::is_same_v<W, float>) return false;
-  return N >= 1 && N <= 8 && IC % 8 == 0 &&
-         (reinterpret_cast<uintptr_t>(inp) | reinterpret_cast<uintptr_t>(Wt)) % 16 == 0;
-}
+// gemm_rows's epilogue on the GEMV path: the product as it is.
+struct StoreRows {
+  float* out;
+  int ldo;
+  __device__ void operator()(int r, int o, float v) const { out[int64_t(r) * ldo + o] = v; }
+};
 
 }  // namespace
 
@@ -124,17 +60,10 @@ template <class W>
 void gemm_rows(cublasHandle_t h, float* out, int ldo, const W* inp, const W* Wt, int N, int IC,
                int OC, float alpha) {
   if constexpr (!std::is_same_v<W, float>) {
-    if (OC > 0 && gemv_fits(N, IC, inp, Wt)) {
+    if (gemv_fits(N, IC, inp, Wt)) {
       cudaStream_t s = nullptr;
       check_blas(cublasGetStream(h, &s), "cublasGetStream");
-      if (N == 1)
-        launch_gemv<W, 1>(s, out, ldo, inp, Wt, N, IC, OC, alpha);
-      else if (N == 2)
-        launch_gemv<W, 2>(s, out, ldo, inp, Wt, N, IC, OC, alpha);
-      else if (N <= 4)
-        launch_gemv<W, 4>(s, out, ldo, inp, Wt, N, IC, OC, alpha);
-      else
-        launch_gemv<W, 8>(s, out, ldo, inp, Wt, N, IC, OC, alpha);
+      gemv_rows(s, inp, Wt, N, IC, OC, alpha, StoreRows{out, ldo});
       if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess)
         throw Error("cuda", std::string("gemv_rows: ") + cudaGetErrorString(e));
       return;

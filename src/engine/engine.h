@@ -49,6 +49,13 @@ class IncrementalDecoder {
   // row-major, valid until the next call. A sequence may appear in at most one feed; throws
   // hs::Error when a sequence would exceed the capacity.
   virtual const std::vector<float>& extend(std::span<const Feed> feeds) = 0;
+  // extend() for greedy decoding: the argmax of each feed's logits (the first among equals, as
+  // eval/sampling.h's argmax), valid until the next call. A GPU decoder chooses on the device and
+  // copies only the ids. Null, with nothing appended, where a decoder has nothing faster than
+  // extend(): the caller then takes the argmax of extend()'s logits.
+  virtual const std::vector<int32_t>* extend_argmax(std::span<const Feed> /*feeds*/) {
+    return nullptr;
+  }
   // Sequence `to` becomes a copy of sequence `from` (n samples share one prompt's prefill).
   virtual void fork(int64_t from, int64_t to) = 0;
   virtual int64_t capacity() const = 0;

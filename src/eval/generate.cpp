@@ -22,15 +22,25 @@ std::vector<Completion> generate(Engine& e, std::span<const int32_t> prompt,
   std::vector<Completion> out(o.n);
   if (o.max_new_tokens <= 0 || o.n <= 0) return out;
   const auto dec = e.decoder(o.n, P + o.max_new_tokens);
+  // Plain greedy decoding takes each feed's argmax from the decoder where it offers one (a GPU
+  // chooses on the device); otherwise the logits come back and next_token() chooses.
+  const bool plain_greedy = o.sampling.temperature <= 0 && o.sampling.repetition_penalty == 1.0;
+  const std::vector<float>* logits = nullptr;
+  const std::vector<int32_t>* chosen = nullptr;
+  auto extend = [&](std::span<const IncrementalDecoder::Feed> feeds) {
+    chosen = plain_greedy ? dec->extend_argmax(feeds) : nullptr;
+    if (!chosen) logits = &dec->extend(feeds);
+  };
   const IncrementalDecoder::Feed prefill{0, prompt};
-  const std::vector<float>* logits = &dec->extend({&prefill, 1});
+  extend({&prefill, 1});
   for (int64_t s = 1; s < o.n; ++s) dec->fork(0, s);
 
   std::vector<Rng> rngs;
   std::vector<std::vector<int32_t>> context(o.n,
                                             std::vector<int32_t>(prompt.begin(), prompt.end()));
   for (int64_t s = 0; s < o.n; ++s) rngs.emplace_back(stream_seed(o.seed, uint64_t(s)));
-  // row[s]: the row of `logits` that belongs to sample s (all share the prefill's row 0).
+  // row[s]: the row of the last step's output that belongs to sample s (all share the prefill's
+  // row 0).
   std::vector<int64_t> active(o.n), row(o.n, 0);
   for (int64_t s = 0; s < o.n; ++s) active[s] = s;
   std::vector<float> work(V);
@@ -40,8 +50,12 @@ std::vector<Completion> generate(Engine& e, std::span<const int32_t> prompt,
     std::vector<int64_t> still;
     std::vector<IncrementalDecoder::Feed> feeds;
     for (int64_t s : active) {
-      work.assign(logits->begin() + row[s] * V, logits->begin() + (row[s] + 1) * V);
-      next[s] = next_token(work, context[s], o.sampling, rngs[s]);
+      if (chosen) {
+        next[s] = (*chosen)[row[s]];
+      } else {
+        work.assign(logits->begin() + row[s] * V, logits->begin() + (row[s] + 1) * V);
+        next[s] = next_token(work, context[s], o.sampling, rngs[s]);
+      }
       context[s].push_back(next[s]);
       out[s].ids.push_back(next[s]);
       if (o.stop_at_eos && next[s] == eos) {
@@ -53,7 +67,7 @@ std::vector<Completion> generate(Engine& e, std::span<const int32_t> prompt,
       still.push_back(s);
     }
     active = std::move(still);
-    if (k + 1 < o.max_new_tokens && !feeds.empty()) logits = &dec->extend(feeds);
+    if (k + 1 < o.max_new_tokens && !feeds.empty()) extend(feeds);
   }
   return out;
 }

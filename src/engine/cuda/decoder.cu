@@ -11,7 +11,8 @@ namespace {
 
 // KV-cache decoding on the GPU. Single-token steps (every feed one token) replay a CUDA graph
 // captured for that number of feeds: per step, one small upload (ids and positions), one graph
-// launch, one download of the logits.
+// launch, one download of the logits, or for greedy decoding of one id per feed (the argmax
+// runs inside the graph).
 template <class W>
 class CudaDecoder final : public IncrementalDecoder {
  public:
@@ -27,9 +28,11 @@ class CudaDecoder final : public IncrementalDecoder {
     for (auto& [n, g] : graph_) cudaGraphExecDestroy(g.exec);
     if (pinned_) cudaFreeHost(pinned_);
     if (pinned_logits_) cudaFreeHost(pinned_logits_);
+    if (pinned_ids_) cudaFreeHost(pinned_ids_);
   }
 
   const std::vector<float>& extend(std::span<const Feed> feeds) override;
+  const std::vector<int32_t>* extend_argmax(std::span<const Feed> feeds) override;
   void fork(int64_t from, int64_t to) override;
   int64_t capacity() const override { return cap_; }
 
@@ -39,20 +42,26 @@ class CudaDecoder final : public IncrementalDecoder {
     int generation;
   };
   void ensure_meta(int64_t rows, int64_t feeds);
-  void enqueue(int R, int F, int max_rows);
+  // Appends the feeds, leaving [F, V] logits in logits_dev_ and, when `argmax`, their argmax in
+  // ids_dev_; returns F. Nothing is copied back.
+  int64_t run(std::span<const Feed> feeds, bool argmax);
+  void enqueue(int R, int F, int max_rows, bool argmax);
 
   CudaEngine<W>& e_;
   int64_t batch_, cap_, layer_kv_;
   std::vector<int64_t> len_;
-  DeviceBuffer cache_, meta_, last_, logits_dev_;
+  DeviceBuffer cache_, meta_, last_, logits_dev_, ids_dev_;
   int32_t* pinned_ = nullptr;       // host staging of the meta arrays
   float* pinned_logits_ = nullptr;  // and of the logits (DMA straight into page-locked memory)
+  int32_t* pinned_ids_ = nullptr;   // and of the argmax ids
   int64_t meta_rows_ = 0, meta_feeds_ = 0;
   int meta_generation_ = 0;
   std::vector<float> logits_;
+  std::vector<int32_t> ids_;
   bool graphs_;
-  std::map<int, Graph> graph_;  // by number of single-token feeds
-  std::map<int, int> seen_;     // eager steps run per feed count (the first is never captured)
+  // By number of single-token feeds, times 2, plus 1 for the steps that end in an argmax.
+  std::map<int, Graph> graph_;
+  std::map<int, int> seen_;  // eager steps run per key (the first is never captured)
 };
 
 template <class W>
@@ -68,13 +77,16 @@ void CudaDecoder<W>::ensure_meta(int64_t rows, int64_t feeds) {
   const ModelConfig& c = e_.config();
   last_ = DeviceBuffer(size_t(meta_feeds_ * c.hidden) * (4 + sizeof(W)));
   logits_dev_ = DeviceBuffer(size_t(meta_feeds_ * c.vocab) * 4);
+  ids_dev_ = DeviceBuffer(size_t(meta_feeds_) * 4);
   if (pinned_logits_) cudaFreeHost(pinned_logits_);
   HS_CUDA(cudaMallocHost(&pinned_logits_, size_t(meta_feeds_ * c.vocab) * 4));
+  if (pinned_ids_) cudaFreeHost(pinned_ids_);
+  HS_CUDA(cudaMallocHost(&pinned_ids_, size_t(meta_feeds_) * 4));
   ++meta_generation_;
 }
 
 template <class W>
-void CudaDecoder<W>::enqueue(int R, int F, int max_rows) {
+void CudaDecoder<W>::enqueue(int R, int F, int max_rows, bool argmax) {
   const ModelConfig& c = e_.config();
   const int d = int(c.hidden);
   int32_t* m = meta_.as<int32_t>();
@@ -96,22 +108,21 @@ void CudaDecoder<W>::enqueue(int R, int F, int max_rows) {
                         w.v(ModelRole::out_norm_b), al, nullptr, F, d, float(c.ln_eps)},
                        e_.stream());
   e_.head_logits(logits_dev_.as<float>(), int(c.vocab), al, F, 0, int(c.vocab));
+  if (argmax)
+    argmax_rows(ids_dev_.as<int32_t>(), logits_dev_.as<float>(), F, int(c.vocab), e_.stream());
 }
 
 template <class W>
-const std::vector<float>& CudaDecoder<W>::extend(std::span<const Feed> feeds) {
+int64_t CudaDecoder<W>::run(std::span<const Feed> feeds, bool argmax) {
   const ModelConfig& c = e_.config();
-  const int64_t F = int64_t(feeds.size()), V = c.vocab;
-  check_feeds(feeds, len_, cap_, V);
+  const int64_t F = int64_t(feeds.size());
+  check_feeds(feeds, len_, cap_, c.vocab);
   int64_t R = 0, max_rows = 0;
   for (const Feed& fd : feeds) {
     R += int64_t(fd.ids.size());
     max_rows = std::max<int64_t>(max_rows, int64_t(fd.ids.size()));
   }
-  if (F == 0) {
-    logits_.clear();
-    return logits_;
-  }
+  if (F == 0) return 0;
   ensure_meta(R, F);
   e_.workspace().ensure(R, c.hidden, c.ffn);
   // Host staging, laid out as in enqueue().
@@ -138,11 +149,12 @@ const std::vector<float>& CudaDecoder<W>::extend(std::span<const Feed> feeds) {
   HS_CUDA(cudaMemcpyAsync(meta_.as<void>(), pinned_, meta_.bytes(), cudaMemcpyHostToDevice, st));
 
   const bool step = R == F;
+  const int key = int(2 * F) + (argmax ? 1 : 0);
   const int generation = meta_generation_ * 1000003 + e_.workspace().generation;
-  auto it = graph_.find(int(F));
+  auto it = graph_.find(key);
   if (step && graphs_ && it != graph_.end() && it->second.generation == generation) {
     HS_CUDA(cudaGraphLaunch(it->second.exec, st));
-  } else if (step && graphs_ && seen_[int(F)]++ > 0) {
+  } else if (step && graphs_ && seen_[key]++ > 0) {
     // Captured on the second step of this size: the first ran eagerly, so every kernel is
     // loaded and every cuBLAS heuristic settled before capture.
     if (it != graph_.end()) {
@@ -151,22 +163,42 @@ const std::vector<float>& CudaDecoder<W>::extend(std::span<const Feed> feeds) {
     }
     cudaGraph_t g;
     HS_CUDA(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-    enqueue(int(R), int(F), 1);
+    enqueue(int(R), int(F), 1, argmax);
     HS_CUDA(cudaStreamEndCapture(st, &g));
     cudaGraphExec_t exec;
     HS_CUDA(cudaGraphInstantiate(&exec, g, 0));
     cudaGraphDestroy(g);
-    graph_[int(F)] = {exec, generation};
+    graph_[key] = {exec, generation};
     HS_CUDA(cudaGraphLaunch(exec, st));
   } else {
-    enqueue(int(R), int(F), int(max_rows));
+    enqueue(int(R), int(F), int(max_rows), argmax);
   }
-  HS_CUDA(cudaMemcpyAsync(pinned_logits_, logits_dev_.as<float>(), size_t(F * V) * 4,
-                          cudaMemcpyDeviceToHost, st));
-  HS_CUDA(cudaStreamSynchronize(st));
-  logits_.assign(pinned_logits_, pinned_logits_ + F * V);
   for (const Feed& fd : feeds) len_[fd.seq] += int64_t(fd.ids.size());
+  return F;
+}
+
+template <class W>
+const std::vector<float>& CudaDecoder<W>::extend(std::span<const Feed> feeds) {
+  const int64_t F = run(feeds, false), V = e_.config().vocab;
+  if (F > 0) {
+    HS_CUDA(cudaMemcpyAsync(pinned_logits_, logits_dev_.as<float>(), size_t(F * V) * 4,
+                            cudaMemcpyDeviceToHost, e_.stream()));
+    HS_CUDA(cudaStreamSynchronize(e_.stream()));
+  }
+  logits_.assign(pinned_logits_, pinned_logits_ + F * V);
   return logits_;
+}
+
+template <class W>
+const std::vector<int32_t>* CudaDecoder<W>::extend_argmax(std::span<const Feed> feeds) {
+  const int64_t F = run(feeds, true);
+  if (F > 0) {
+    HS_CUDA(cudaMemcpyAsync(pinned_ids_, ids_dev_.as<int32_t>(), size_t(F) * 4,
+                            cudaMemcpyDeviceToHost, e_.stream()));
+    HS_CUDA(cudaStreamSynchronize(e_.stream()));
+  }
+  ids_.assign(pinned_ids_, pinned_ids_ + F);
+  return &ids_;
 }
 
 template <class W>

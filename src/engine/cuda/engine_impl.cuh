@@ -12,6 +12,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -180,6 +181,9 @@ class CudaEngine final : public Engine {
  private:
   void forward_group(const std::vector<std::vector<int32_t>>& seqs, const std::vector<size_t>& idx,
                      const ForwardOptions& opts, std::vector<SequenceOutput>& out);
+  // run_layers(p) for forward_group, replayed from a CUDA graph where the pass is small and its
+  // shape came before (see forward.cu).
+  void run_layers_graphed(const Pass& p, bool small);
 
   ModelConfig config_;
   std::vector<float> slopes_;
@@ -192,6 +196,17 @@ class CudaEngine final : public Engine {
   struct {
     DeviceBuffer meta, kv, stats, probs, chunk, run;
   } fw_;
+  // Graphs of small passes by everything they bake in: the shape, the kernels chosen, the
+  // buffers' addresses.
+  struct GraphKey {
+    int N, B, max_rows;
+    bool tensor_cores;
+    int generation;
+    const void *ids, *kv, *stats;
+    auto operator<=>(const GraphKey&) const = default;
+  };
+  std::map<GraphKey, cudaGraphExec_t> graphs_;
+  std::map<GraphKey, int> graph_seen_;  // eager passes per key (the first is never captured)
   std::string device_;
 };
 

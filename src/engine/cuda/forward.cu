@@ -3,6 +3,8 @@
 // probabilities, logits, NLL over vocabulary chunks), and make_engine.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 
 #include "engine/cuda/engine_impl.cuh"
 #include "util/error.h"
@@ -30,6 +32,7 @@ CudaEngine<W>::CudaEngine(const Checkpoint& ck, const std::vector<float>& slopes
 
 template <class W>
 CudaEngine<W>::~CudaEngine() {
+  for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
   cublasDestroy(blas_);
   cudaStreamDestroy(stream_);
 }
@@ -77,10 +80,8 @@ void CudaEngine<W>::run_layers(const Pass& p) {
         {s.x, pend_y, pend_b, pend_src, L.v(R::attn_norm), L.v(R::attn_norm_b), a, post, N, d, eps},
         stream_);
     if (keep) HS_CUDA(cudaMemcpyAsync(keep->x_in[k], s.x, nd, cudaMemcpyDeviceToDevice, stream_));
-    gemm_rows<W>(blas_, qkv, 3 * d, a, L.m(R::wqkv), N, d, 3 * d);
-    if (keep && keep->qkv_raw[k])
-      HS_CUDA(cudaMemcpyAsync(keep->qkv_raw[k], qkv, 3 * nd, cudaMemcpyDeviceToDevice, stream_));
-    qkv_split(qkv, kc, vc, L.v(R::bqkv), clip, p.map, H, hd, p.cap, stream_);
+    linear_qkv_forward<W>(qkv, keep ? keep->qkv_raw[k] : nullptr, kc, vc, blas_, a, L.m(R::wqkv),
+                          L.v(R::bqkv), clip, p.map, d, H, hd, p.cap, stream_);
     alibi_attention_forward<W>(ctx, p.row_stats ? p.row_stats + l * 3 * H * int64_t(N) : nullptr,
                                p.probs ? p.probs + l * p.probs_layer : nullptr, p.probs_off, qkv,
                                kc, vc, w.slopes, c.alibi, p.map, H, hd, p.cap, p.max_rows, stream_,
@@ -93,8 +94,8 @@ void CudaEngine<W>::run_layers(const Pass& p) {
     if (p.ablate_mlp && !p.ablate_mlp->empty() && (*p.ablate_mlp)[l]) {
       pend_y = pend_b = nullptr;  // the MLP adds nothing; the residual passes through
     } else {
-      gemm_rows<W>(blas_, h32, F, s.a, L.m(R::ffn_up), N, d, F);
-      gelu_forward<W>(s.hw, h32, L.v(R::ffn_up_b), N, F, c.act, stream_);
+      linear_gelu_forward<W>(s.hw, h32, blas_, s.a, L.m(R::ffn_up), L.v(R::ffn_up_b), N, d, F,
+                             c.act, stream_);
       gemm_rows<W>(blas_, s.y, d, s.hw, L.m(R::ffn_down), N, F, d);
       pend_y = s.y;
       pend_b = L.v(R::ffn_down_b);
@@ -104,6 +105,49 @@ void CudaEngine<W>::run_layers(const Pass& p) {
   }
   layernorm_forward<W>(
       {s.x, pend_y, pend_b, pend_src, nullptr, nullptr, nullptr, nullptr, N, d, eps}, stream_);
+}
+
+// A diagnosis prompt (bloom-1b7, T = 60) is ~220 launches of a few microseconds each, so the
+// host's launch rate, not the GPU, sets its time. Passes of up to kGraphRows rows with only head
+// statistics as outputs are captured into a graph the second time their shape comes (the first
+// runs eagerly: kernels loaded, cuBLAS settled, shared-memory opt-ins made outside a capture)
+// and replayed from then on with one launch.
+constexpr int kGraphRows = 1024;
+
+template <class W>
+void CudaEngine<W>::run_layers_graphed(const Pass& p, bool small) {
+  const char* g = std::getenv("HEADSURGEON_CUDA_GRAPHS");
+  if (!small || (g && std::string(g) == "0")) return run_layers(p);
+  const char* tc = std::getenv("HEADSURGEON_TENSOR_CORES");
+  const GraphKey key{p.map.N,        p.map.B, p.max_rows, !(tc && std::string(tc) == "0"),
+                     ws_.generation, p.ids,   p.kv,       p.row_stats};
+  if (auto it = graphs_.find(key); it != graphs_.end()) {
+    HS_CUDA(cudaGraphLaunch(it->second, stream_));
+    return;
+  }
+  if (graph_seen_.size() > 4096) graph_seen_.clear();
+  if (graph_seen_[key]++ == 0) return run_layers(p);
+  // Bounded: a long run over prompts of many lengths keeps the most recent shapes only.
+  if (graphs_.size() >= 64) {
+    for (auto& [k, exec] : graphs_) cudaGraphExecDestroy(exec);
+    graphs_.clear();
+    graph_seen_.clear();
+  }
+  cudaGraph_t graph;
+  HS_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  try {
+    run_layers(p);
+  } catch (...) {
+    cudaStreamEndCapture(stream_, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    throw;
+  }
+  HS_CUDA(cudaStreamEndCapture(stream_, &graph));
+  cudaGraphExec_t exec;
+  HS_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  cudaGraphDestroy(graph);
+  graphs_[key] = exec;
+  HS_CUDA(cudaGraphLaunch(exec, stream_));
 }
 
 template <class W>
@@ -176,7 +220,8 @@ void CudaEngine<W>::forward_group(const std::vector<std::vector<int32_t>>& seqs,
   }
   p.ablate_mlp = &opts.ablate_mlp;
   p.progress = &opts.progress;
-  run_layers(p);
+  run_layers_graphed(p, N <= kGraphRows && !opts.probs && !opts.logits && !opts.nll &&
+                            opts.ablate_mlp.empty() && !opts.progress);
 
   if (opts.head_stats) {
     std::vector<float> rs(size_t(L * 3 * H * N));

@@ -14,6 +14,8 @@
 #include <string>
 #include <type_traits>
 
+#include "cuda/gemm.h"
+#include "cuda/gemv.cuh"
 #include "cuda/runtime.h"
 #include "ops/cuda/attention_tc.cuh"
 #include "ops/cuda/common.cuh"
@@ -30,30 +32,50 @@ constexpr int kWarps = 8;
 constexpr int kTile = 32;        // keys per tile (one per lane)
 constexpr int kShortRows = 256;  // up to this many rows per sequence: one row per warp
 
-// Thread i handles element e of part p of head h of row g, i enumerating (g, h, p, e); the column
-// that holds it is qkv_row's.
+// Column c (internal layout) of row g of the fused qkv product, raw: its bias and clamp, then the
+// query back in place or the key or value into its sequence's cache at the row's position.
+__device__ __forceinline__ void split_one(float* qkv, float* kc, float* vc, const float* bias,
+                                          float clip, const RowMap& m, int H, int hd, int cap,
+                                          int g, int c, float raw) {
+  const int h = c / (3 * hd), part = (c / hd) % 3, e = c % hd;  // c = qkv_row(h, part, hd) + e
+  float v = bias ? raw + bias[c] : raw;
+  if (clip > 0) v = fminf(fmaxf(v, -clip), clip);
+  if (part == 0) {
+    qkv[int64_t(g) * 3 * H * hd + c] = v;
+    return;
+  }
+  const int b = m.row_seq[g];
+  const int pos = m.past[b] + (g - m.q_row0[b]);
+  float* cache = part == 1 ? kc : vc;
+  cache[((int64_t(b) * H + h) * cap + pos) * hd + e] = v;
+}
+
+// One block per row (the row's sequence and position looked up once), its threads over the
+// columns: a flat index over N x 3d cost a 64-bit division and remainder per element, and the
+// kernel 126 µs per bloom-1b7 layer at 8 x 512 rows, twice its memory time (NOTES, 2026-11-26).
 __global__ void qkv_split_kernel(float* qkv, float* kc, float* vc, const float* bias, float clip,
                                  RowMap m, int H, int hd, int cap) {
-  const int ld = 3 * H * hd;
-  const int64_t n = int64_t(m.N) * ld;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int g = int(i / ld), r = int(i % ld);
-    const int h = r / (3 * hd), part = (r / hd) % 3, e = r % hd;
-    const int c = int(qkv_row(h, part, hd)) + e;
-    float* x = qkv + int64_t(g) * ld + c;
-    float v = bias ? *x + bias[c] : *x;
-    if (clip > 0) v = fminf(fmaxf(v, -clip), clip);
-    if (part == 0) {
-      *x = v;
-      continue;
-    }
-    const int b = m.row_seq[g];
-    const int pos = m.past[b] + (g - m.q_row0[b]);
-    float* cache = part == 1 ? kc : vc;
-    cache[((int64_t(b) * H + h) * cap + pos) * hd + e] = v;
-  }
+  const int ld = 3 * H * hd, g = blockIdx.x;
+  const float* row = qkv + int64_t(g) * ld;
+  for (int c = threadIdx.x; c < ld; c += blockDim.x)
+    split_one(qkv, kc, vc, bias, clip, m, H, hd, cap, g, c, row[c]);
 }
+
+// linear_qkv_forward's epilogue on the GEMV path: the raw product into qkv (and qkv_raw), then
+// qkv_split_kernel's work on it.
+struct SplitRows {
+  float *qkv, *qkv_raw, *kc, *vc;
+  const float* bias;
+  float clip;
+  RowMap m;
+  int H, hd, cap;
+  __device__ void operator()(int g, int c, float v) const {
+    const int64_t i = int64_t(g) * 3 * H * hd + c;
+    qkv[i] = v;
+    if (qkv_raw) qkv_raw[i] = v;
+    split_one(qkv, kc, vc, bias, clip, m, H, hd, cap, g, c, v);
+  }
+};
 
 // Score of key kt + lane for a query row at absolute position pos (-inf when masked).
 __device__ __forceinline__ float score(const float* qrow, const float* Ks, int hd, int lane, int j,
@@ -199,12 +221,28 @@ void launch_attention(W* ctx, float* row_stats, float* probs, const int64_t* pro
 
 void qkv_split(float* qkv, float* kc, float* vc, const float* bias, float clip, RowMap m, int H,
                int hd, int cap, cudaStream_t stream) {
-  const int64_t n = int64_t(m.N) * 3 * H * hd;
-  if (n == 0) return;
-  const int threads = 256;
-  const int blocks = int(std::min<int64_t>((n + threads - 1) / threads, 65535));
-  qkv_split_kernel<<<blocks, threads, 0, stream>>>(qkv, kc, vc, bias, clip, m, H, hd, cap);
+  if (m.N == 0) return;
+  qkv_split_kernel<<<m.N, 256, 0, stream>>>(qkv, kc, vc, bias, clip, m, H, hd, cap);
   HS_CUDA(cudaGetLastError());
+}
+
+template <class W>
+void linear_qkv_forward(float* qkv, float* qkv_raw, float* kc, float* vc, cublasHandle_t blas,
+                        const W* inp, const W* Wt, const float* bias, float clip, RowMap m, int IC,
+                        int H, int hd, int cap, cudaStream_t stream) {
+  const int C = 3 * H * hd;
+  if constexpr (!std::is_same_v<W, float>) {
+    if (gemv_rows(stream, inp, Wt, m.N, IC, C, 1.0f,
+                  SplitRows{qkv, qkv_raw, kc, vc, bias, clip, m, H, hd, cap})) {
+      HS_CUDA(cudaGetLastError());
+      return;
+    }
+  }
+  gemm_rows<W>(blas, qkv, C, inp, Wt, m.N, IC, C);
+  if (qkv_raw)
+    HS_CUDA(cudaMemcpyAsync(qkv_raw, qkv, size_t(m.N) * C * sizeof(float), cudaMemcpyDeviceToDevice,
+                            stream));
+  qkv_split(qkv, kc, vc, bias, clip, m, H, hd, cap, stream);
 }
 
 template <class W>
@@ -238,7 +276,10 @@ void alibi_attention_forward(W* ctx, float* row_stats, float* probs, const int64
 #define HS_INSTANTIATE(W)                                                                         \
   template void alibi_attention_forward<W>(                                                       \
       W*, float*, float*, const int64_t*, const float*, const float*, const float*, const float*, \
-      const AlibiParams&, RowMap, int, int, int, int, cudaStream_t, float*);
+      const AlibiParams&, RowMap, int, int, int, int, cudaStream_t, float*);                      \
+  template void linear_qkv_forward<W>(float*, float*, float*, float*, cublasHandle_t, const W*,   \
+                                      const W*, const float*, float, RowMap, int, int, int, int,  \
+                                      cudaStream_t);
 HS_INSTANTIATE(float)
 HS_INSTANTIATE(__nv_bfloat16)
 HS_INSTANTIATE(__half)

@@ -1,6 +1,8 @@
 // Bias + GELU after the MLP's first GEMM, writing the second GEMM's input type, and its input
 // gradient. The GELU and its derivative are ops/gelu.h's, so both devices compute the same
 // functions in each family's form.
+#include "cuda/gemm.h"
+#include "cuda/gemv.cuh"
 #include "cuda/runtime.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/ops.cuh"
@@ -28,6 +30,21 @@ __global__ void gelu_backward_kernel(float* dinp, const float* dout, const float
   }
 }
 
+// linear_gelu_forward's epilogue on the GEMV path: gelu_kernel's arithmetic on each product.
+template <class W>
+struct GeluRows {
+  W* out;
+  float* h32;
+  const float* bias;
+  int C;
+  Gelu kind;
+  __device__ void operator()(int r, int o, float v) const {
+    const int64_t i = int64_t(r) * C + o;
+    h32[i] = v;
+    out[i] = from_f32<W>(gelu<float>(bias ? v + bias[o] : v, kind));
+  }
+};
+
 }  // namespace
 
 void gelu_backward(float* dinp, const float* dout, const float* h, const float* bias, int N, int C,
@@ -51,8 +68,23 @@ void gelu_forward(W* out, const float* h, const float* bias, int N, int C, Gelu 
   HS_CUDA(cudaGetLastError());
 }
 
-#define HS_INSTANTIATE(W) \
-  template void gelu_forward<W>(W*, const float*, const float*, int, int, Gelu, cudaStream_t);
+template <class W>
+void linear_gelu_forward(W* out, float* h32, cublasHandle_t blas, const W* inp, const W* Wt,
+                         const float* bias, int N, int IC, int C, Gelu kind, cudaStream_t stream) {
+  if constexpr (!std::is_same_v<W, float>) {
+    if (gemv_rows(stream, inp, Wt, N, IC, C, 1.0f, GeluRows<W>{out, h32, bias, C, kind})) {
+      HS_CUDA(cudaGetLastError());
+      return;
+    }
+  }
+  gemm_rows<W>(blas, h32, C, inp, Wt, N, IC, C);
+  gelu_forward<W>(out, h32, bias, N, C, kind, stream);
+}
+
+#define HS_INSTANTIATE(W)                                                                      \
+  template void gelu_forward<W>(W*, const float*, const float*, int, int, Gelu, cudaStream_t); \
+  template void linear_gelu_forward<W>(W*, float*, cublasHandle_t, const W*, const W*,         \
+                                       const float*, int, int, int, Gelu, cudaStream_t);
 HS_INSTANTIATE(float)
 HS_INSTANTIATE(__nv_bfloat16)
 HS_INSTANTIATE(__half)

@@ -5,6 +5,7 @@
 // residual stream, GEMM outputs, attention and statistics are fp32.
 #pragma once
 
+#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
@@ -47,6 +48,15 @@ template <class W>
 void gelu_forward(W* out, const float* h, const float* bias, int N, int C, Gelu kind,
                   cudaStream_t stream);
 
+// The MLP's up projection and activation: h32[N, C] = inp[N, IC] @ Wt[C, IC]^T (fp32, the
+// pre-activation the backward reads), out = gelu(h32 + bias) as W. For the rows of a decoding
+// step (cuda/gemv.cuh's gemv_fits) one kernel, the GELU in the product's epilogue; otherwise
+// gemm_rows (on blas, whose stream must be `stream`), then gelu_forward. Both give the same
+// values.
+template <class W>
+void linear_gelu_forward(W* out, float* h32, cublasHandle_t blas, const W* inp, const W* Wt,
+                         const float* bias, int N, int IC, int C, Gelu kind, cudaStream_t stream);
+
 // Where this pass's rows belong: row g (of N) is token r = g - q_row0[b] of the new tokens of
 // sequence b = row_seq[g], at absolute position past[b] + r; sequence b has n_rows[b] new rows
 // (0 for a sequence not in this pass). All arrays live on the device, so a captured CUDA graph
@@ -66,6 +76,16 @@ struct RowMap {
 // value columns of qkv are left as they were.
 void qkv_split(float* qkv, float* kc, float* vc, const float* bias, float clip, RowMap m, int H,
                int hd, int cap, cudaStream_t stream);
+
+// The fused qkv projection and qkv_split: qkv[N, 3*H*hd] = inp[N, IC] @ Wt^T, with qkv_raw
+// (when not null) a copy of that raw product (MPT's clamp backward reads it), then qkv_split.
+// For the rows of a decoding step one kernel, the split in the product's epilogue; otherwise
+// gemm_rows (on blas, whose stream must be `stream`), the copy, and qkv_split. Both give the
+// same values.
+template <class W>
+void linear_qkv_forward(float* qkv, float* qkv_raw, float* kc, float* vc, cublasHandle_t blas,
+                        const W* inp, const W* Wt, const float* bias, float clip, RowMap m, int IC,
+                        int H, int hd, int cap, cudaStream_t stream);
 
 // Causal ALiBi attention of the new rows (queries in qkv after qkv_split) against their
 // sequence's cached keys 0..pos: score by alibi_score (ops/alibi.h) with slope[h] and the
@@ -140,6 +160,11 @@ void logsumexp_finish(float* lse, const float* m, const double* s, int N, cudaSt
 // cpu::cross_entropy_backward.
 void cross_entropy_backward(float* logits, const float* lse, const int32_t* target,
                             const float* scale, int N, int Vc, int v0, cudaStream_t stream);
+
+// out[i] = the column of row i's largest value in x[N, C], the first among equals, as
+// std::max_element returns it (eval/sampling.h's argmax, its twin): NaN is never chosen, except
+// that a NaN in column 0 gives 0.
+void argmax_rows(int32_t* out, const float* x, int N, int C, cudaStream_t stream);
 
 // ---- Backward of the frozen operations (input gradients only) ----
 
