@@ -7,7 +7,7 @@
 # anchor; mpt-7b and falcon-rw-1b without one), the demo on the GPU, the bloom-7b1 end-to-end run
 # and surgery, then a pass/fail table and the table of ratios. Nothing is built or installed
 # there. Arguments name the stages to run, in order (default: all, most important first):
-#   tests attention surgery train1b7 anchor1b7 demo bench1b7 sanitizer families e2e7b1 train7b1
+#   tests attention surgery train1b7 anchor1b7 demo bench1b7 cpu sanitizer families e2e7b1 train7b1
 # Every step's time limit is cut to what is left of a budget (HS_BUDGET_S, 470 s) and a
 # step that would start with too little left is skipped (SKIP in the table), so the tables always
 # print and the call ends inside 8 minutes. Full logs go to $OUT.
@@ -220,7 +220,34 @@ stage_e2e7b1() {
     done
     for run in 1 2; do timeout "$(lim 60)" python3 .anchor/hf_e2e_anchor.py run "$W/bloom-7b1" cuda; done 2>&1 |
       tee "$OUT/hf_e2e.txt"
+    # Issue 14's 7b1 row: greedy decoding (HF's was 38 tok/s on 2026-11-23).
+    timeout "$(lim 60)" "$G/bench_engine" "$W/bloom-7b1" --device cuda --what decode \
+      2>"$OUT/bench_7b1_decode.err" | tee -a "$OUT/results.jsonl"
+    check "decode bloom-7b1" "$(verdict "${PIPESTATUS[0]}")" "$(tail -1 "$OUT/bench_7b1_decode.err")"
   fi
+}
+stage_cpu() {
+  # Issue 14's CPU row: load + diagnose bloom-1b7 from fresh processes on 2 threads of this
+  # machine's CPU (bf16 products: AVX512-BF16, or the AVX2 kernel), beside the HF anchor's.
+  if short 90; then
+    check "cpu diagnose 1b7" SKIP "out of time"
+    return
+  fi
+  section "CPU, 2 threads: load + diagnose bloom-1b7 from a fresh process ($(grep -o -m1 -w avx512_bf16 /proc/cpuinfo || echo 'no avx512_bf16'))"
+  ckpt bloom-1b7 bloom-1b7
+  "$G/headsurgeon" diagnose "$W/bloom-1b7" --device cpu --threads 2 -q >/dev/null 2>&1  # page cache
+  local rc=0
+  for run in 1 2 3; do
+    if t=$( { TIMEFORMAT=%R; time timeout "$(lim 60)" "$G/headsurgeon" diagnose "$W/bloom-1b7" \
+                --device cpu --threads 2 -q >/dev/null 2>"$OUT/cpu_err.txt"; } 2>&1); then
+      echo "{\"what\":\"cpu_diag\",\"run\":$run,\"seconds\":$t}" | tee -a "$OUT/results.jsonl"
+    else
+      rc=1
+    fi
+  done
+  check "cpu diagnose 1b7, 2 threads" "$(verdict "$rc")" "$(tail -1 "$OUT/cpu_err.txt")"
+  for run in 1 2; do timeout "$(lim 60)" python3 .anchor/hf_e2e_anchor.py run "$W/bloom-1b7" cpu 2; done 2>&1 |
+    tee "$OUT/hf_cpu.txt"
 }
 stage_train7b1() {
   # bloom-7b1 with a pass-1-shaped plan (heads 17-31 of layers 5-25): within 40 GB of one GPU.
@@ -329,7 +356,7 @@ stage_anchor1b7() {
 }
 
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(tests attention surgery train1b7 anchor1b7 demo bench1b7 sanitizer families e2e7b1 train7b1)
+[ ${#stages[@]} -gt 0 ] || stages=(tests attention surgery train1b7 anchor1b7 demo bench1b7 cpu sanitizer families e2e7b1 train7b1)
 for s in "${stages[@]}"; do
   declare -F "stage_$s" >/dev/null || { echo "gpu_run: no stage '$s'"; exit 2; }
 done
@@ -353,10 +380,13 @@ try:
 except Exception:
     hf = {}
 e2e = [o["seconds"] for o in results if o["what"] == "e2e_7b1"]
-try:
-    hf_total = re.findall(r"total[^0-9]*([0-9.]+)", open(os.path.join(out, "hf_e2e.txt")).read())
-except OSError:
-    hf_total = []
+def totals(name):
+    try:
+        return re.findall(r"total[^0-9]*([0-9.]+)", open(os.path.join(out, name)).read())
+    except OSError:
+        return []
+hf_total, hf_cpu = totals("hf_e2e.txt"), totals("hf_cpu.txt")
+cpu_diag = [o["seconds"] for o in results if o["what"] == "cpu_diag"]
 def hf_diag(T):
     return next((o.get("ms") for o in results if o["what"] == "hf_diag" and o["T"] == T), None)
 def diag_ms(T, batch=1, tc=True):
@@ -377,6 +407,9 @@ rows = [("diagnose 1b7 T=60 (ms)", hf.get("diag_ms"), diag_ms(60), "lower"),
         ("ppl falcon-rw-1b 8x512 (tok/s)", None, get("ppl", "tok_s", "falcon-rw-1b"), "higher"),
         ("load+diagnose 7b1 e2e (s)", float(hf_total[-1]) if hf_total else None,
          e2e[-1] if e2e else None, "lower"),
+        ("cpu load+diagnose 1b7, 2 thr (s)", float(min(hf_cpu, key=float)) if hf_cpu else None,
+         min(cpu_diag) if cpu_diag else None, "lower"),
+        ("greedy decode 7b1 (tok/s)", None, decode(1, "bloom-7b1"), "higher"),
         ("train 1b7 pass1 (tok/s; HF ckpt)", hf.get("train_ckpt1_eager", {}).get("tok_s"),
          get("train", "tok_s", "bloom-1b7"), "higher"),
         ("train 1b7 pass1 (tok/s)", hf.get("train_ckpt0_eager", {}).get("tok_s"),
@@ -404,6 +437,9 @@ targets = [("diagnose 1b7 T=60 <= 2 ms", diag_ms(60), 2),
            ("greedy decode 1b7 >= 700 tok/s", decode(1), -700),
            ("decode 1b7 --n 8 >= 5x --n 1 (tok/s)", decode(8),
             -5 * decode(1) if decode(1) else None),
+           ("greedy decode 7b1 >= 180 tok/s", decode(1, "bloom-7b1"), -180),
+           ("cpu load+diagnose 1b7, 2 thr: HF / ours >= 5",
+            float(min(hf_cpu, key=float)) / min(cpu_diag) if hf_cpu and cpu_diag else None, -5),
            ("ppl 1b7 8x512 >= 1.5x HF (tok/s)", get("ppl", "tok_s", "bloom-1b7"),
             -1.5 * get("hf_ppl", "tok_s") if get("hf_ppl", "tok_s") else None),
            ("diagnose 1b7 T=8192 <= 120 ms", diag_ms(8192), 120),
