@@ -1014,6 +1014,22 @@ std::string write_family(const std::string& name, const test::FamilySpec& spec) 
   return test::write_random_family_model(dir, spec, 4321);
 }
 
+// A small random BLOOM (d = 128, 2 heads, 2 layers, a vocabulary of 300) read into memory, its
+// directory removed, and n random ids of its vocabulary.
+constexpr int kSmallVocab = 300;
+std::unique_ptr<Model> small_bloom(const std::string& name) {
+  const std::string dir =
+      write_family(name, {.family = "bloom", .d = 128, .H = 2, .L = 2, .V = kSmallVocab});
+  auto model = std::make_unique<Model>(dir, ModelOptions{int64_t(1) << 40});
+  std::filesystem::remove_all(dir);
+  return model;
+}
+std::vector<int32_t> small_ids(std::mt19937& rng, int n) {
+  std::vector<int32_t> ids(n);
+  for (auto& x : ids) x = int32_t(rng() % kSmallVocab);
+  return ids;
+}
+
 // MPT with every option the golden mpt8 lacks: biases, clip_qkv, softmax_scale, logit_scale,
 // an MLP of 3d, 12 heads (the slopes of a non-power-of-two count).
 TEST_F(Gpu, RandomMptModelMatchesCpu) {
@@ -1051,14 +1067,10 @@ TEST_F(Gpu, RandomFalconModelMatchesCpu) {
 // operands summed in another order, then rounded to bf16 again downstream: 1e-2 of the logits'
 // scale (the golden bf16 tolerance; 1.0e-3 on the CPU emulation of the runtime).
 TEST_F(Gpu, Bf16DecoderOnGemvMatchesFullForward) {
-  const std::string dir =
-      write_family("gemv", {.family = "bloom", .d = 128, .H = 2, .L = 2, .V = 300});
-  Model model(dir, ModelOptions{int64_t(1) << 40});
-  std::filesystem::remove_all(dir);
-  auto e = gpu_engine(model, "bf16");
+  const auto model = small_bloom("gemv");
+  auto e = gpu_engine(*model, "bf16");
   std::mt19937 rng(test_seed() + 17);
-  std::vector<int32_t> ids(30);
-  for (auto& x : ids) x = int32_t(rng() % 300);
+  const auto ids = small_ids(rng, 30);
   ForwardOptions o;
   o.logits = true;
   const auto full = e->forward({ids}, o)[0].logits;
@@ -1073,7 +1085,8 @@ TEST_F(Gpu, Bf16DecoderOnGemvMatchesFullForward) {
     }
     for (size_t k = 0; k < steps.size(); ++k) {
       const int64_t pos = 7 + int64_t(k);
-      const std::vector<float> ref(full.begin() + pos * 300, full.begin() + (pos + 1) * 300);
+      const std::vector<float> ref(full.begin() + pos * kSmallVocab,
+                                   full.begin() + (pos + 1) * kSmallVocab);
       EXPECT_LE(rel_err(steps[k], ref), 1e-2) << "graphs " << graphs << " position " << pos;
     }
   }
@@ -1086,23 +1099,17 @@ TEST_F(Gpu, Bf16DecoderOnGemvMatchesFullForward) {
 // (the same kernels on the same inputs), in fp32 and bf16, below and above the tensor cores'
 // 64 rows.
 TEST_F(Gpu, ForwardGraphReplayEqualsEager) {
-  const std::string dir =
-      write_family("graph", {.family = "bloom", .d = 128, .H = 2, .L = 2, .V = 300});
-  Model model(dir, ModelOptions{int64_t(1) << 40});
-  std::filesystem::remove_all(dir);
+  const auto model = small_bloom("graph");
   std::mt19937 rng(test_seed() + 43);
   auto prompts = [&](std::vector<int> lengths) {
     std::vector<std::vector<int32_t>> seqs;
-    for (int T : lengths) {
-      seqs.emplace_back(T);
-      for (auto& x : seqs.back()) x = int32_t(rng() % 300);
-    }
+    for (int T : lengths) seqs.push_back(small_ids(rng, T));
     return seqs;
   };
   ForwardOptions o;
   o.head_stats = true;
   for (const char* dtype : {"f32", "bf16"}) {
-    auto e = gpu_engine(model, dtype);
+    auto e = gpu_engine(*model, dtype);
     for (int pass = 0; pass < 5; ++pass) {
       const auto seqs = pass == 3 ? prompts({20}) : prompts({60, 70});
       const auto got = e->forward(seqs, o);
@@ -1124,14 +1131,10 @@ TEST_F(Gpu, ForwardGraphReplayEqualsEager) {
 // replayed from graphs, one sample leaving after a few steps (a smaller graph). Exact: both
 // decoders run the same kernels on the same inputs.
 TEST_F(Gpu, DecoderArgmaxMatchesArgmaxOfLogits) {
-  const std::string dir =
-      write_family("argmax", {.family = "bloom", .d = 128, .H = 2, .L = 2, .V = 300});
-  Model model(dir, ModelOptions{int64_t(1) << 40});
-  std::filesystem::remove_all(dir);
-  auto e = gpu_engine(model, "bf16");
+  const auto model = small_bloom("argmax");
+  auto e = gpu_engine(*model, "bf16");
   std::mt19937 rng(test_seed() + 37);
-  std::vector<int32_t> prompt(9);
-  for (auto& x : prompt) x = int32_t(rng() % 300);
+  const auto prompt = small_ids(rng, 9);
   for (const char* graphs : {"1", "0"}) {
     setenv("HEADSURGEON_CUDA_GRAPHS", graphs, 1);
     auto a = e->decoder(3, 40), b = e->decoder(3, 40);
@@ -1147,14 +1150,15 @@ TEST_F(Gpu, DecoderArgmaxMatchesArgmaxOfLogits) {
       std::vector<IncrementalDecoder::Feed> feeds;
       // Sample s feeds a token of its own, so the three rows differ.
       for (int s = 0; s < n; ++s) {
-        next[s] = (next[s] + 7 * s) % 300;
+        next[s] = (next[s] + 7 * s) % kSmallVocab;
         feeds.push_back({s, {&next[s], 1}});
       }
       ids = a->extend_argmax(feeds);
       logits = b->extend(feeds);
       ASSERT_EQ(ids->size(), size_t(n));
       for (int s = 0; s < n; ++s) {
-        EXPECT_EQ((*ids)[s], argmax(std::span(logits).subspan(size_t(s) * 300, 300)))
+        EXPECT_EQ((*ids)[s],
+                  argmax(std::span(logits).subspan(size_t(s) * kSmallVocab, kSmallVocab)))
             << "graphs " << graphs << " step " << k << " sample " << s;
         next[s] = (*ids)[s];
       }
@@ -1170,15 +1174,10 @@ TEST_F(Gpu, DecoderArgmaxMatchesArgmaxOfLogits) {
 // scale, NLL 1e-3 relative, head metrics 1e-3 (on the CPU emulation of the runtime: 1.7e-3 and
 // 1.9e-4).
 TEST_F(Gpu, Bf16EngineOnTensorCoresMatchesCudaCores) {
-  const std::string dir =
-      write_family("tc", {.family = "bloom", .d = 128, .H = 2, .L = 2, .V = 300});
-  Model model(dir, ModelOptions{int64_t(1) << 40});
-  std::filesystem::remove_all(dir);
-  auto gpu = gpu_engine(model, "bf16");
+  const auto model = small_bloom("tc");
+  auto gpu = gpu_engine(*model, "bf16");
   std::mt19937 rng(test_seed() + 9);
-  std::vector<std::vector<int32_t>> seqs = {std::vector<int32_t>(150), std::vector<int32_t>(70)};
-  for (auto& s : seqs)
-    for (auto& x : s) x = int32_t(rng() % 300);
+  const std::vector<std::vector<int32_t>> seqs = {small_ids(rng, 150), small_ids(rng, 70)};
   ForwardOptions o;
   o.logits = o.nll = o.head_stats = true;
   const auto tc = gpu->forward(seqs, o);
