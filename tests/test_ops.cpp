@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -209,6 +210,48 @@ TEST(FiniteDifferences, LinearFullAndSlices) {
   }
   for (int64_t o = 0; o < OC; ++o)
     for (int64_t i = 0; i < 2; ++i) EXPECT_NEAR(cols[o * 2 + i], dW[o * IC + 1 + i], 1e-12);
+}
+
+// The vectorised tanh-form GELU of inference against the float64 function (as x·sigmoid(2u)):
+// every 1/256 on [-40, 40] (both tails: exp's clamp, the far negative side's tiny values),
+// random magnitudes up to 1e4, signed zeros and NaN. 8 ulp relative plus exp's condition (4 ulp
+// per unit of its argument: 2.2e-5 at the clamp, on values below 1e-30 of x), or 0 where the true
+// value is below 1e-38 of x (as float's tanh gives it); the erf form is gelu_forward's.
+TEST(Ops, GeluFastMatchesFloat64) {
+  std::vector<float> x;
+  for (int i = -40 * 256; i <= 40 * 256; ++i) x.push_back(float(i) / 256);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> e(-4, 4);
+  for (int i = 0; i < 1000; ++i) x.push_back((rng() % 2 ? 1 : -1) * std::pow(10.0f, e(rng)));
+  x.push_back(0.0f);
+  x.push_back(-0.0f);
+  x.push_back(NAN);
+  std::vector<float> got(x.size()), erf_got(x.size()), erf_want(x.size());
+  cpu::gelu_forward_fast(got.data(), x.data(), int64_t(x.size()), Gelu::tanh);
+  double worst = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (std::isnan(x[i])) {
+      EXPECT_TRUE(std::isnan(got[i]));
+      continue;
+    }
+    // The same function as gelu<double>'s 0.5·x·(1 + tanh(u)), whose 1 + tanh(u) cancels to
+    // 0 in double below x = -8 while x·sigmoid(2u) keeps its digits.
+    const double u = gelu_detail::kS * x[i] * (1 + gelu_detail::kC * double(x[i]) * x[i]);
+    const double want = x[i] / (1 + std::exp(-2 * u));
+    const double err = std::abs(got[i] - want);
+    // exp's condition: the ~6 float roundings of its argument 2u move it by up to 4 ulp of 2u.
+    const double tol = 6e-8 * (8 + 4 * std::abs(2 * u)) * std::abs(want);
+    EXPECT_LE(err, std::max(tol, std::abs(want) < 1e-38 * std::abs(x[i]) ? 1e-37 : 0.0))
+        << "x = " << x[i];
+    if (std::abs(want) > 1e-30) worst = std::max(worst, err / tol);
+  }
+  std::printf("gelu_forward_fast: worst error %.2f of its bound\n", worst);
+  cpu::gelu_forward_fast(erf_got.data(), x.data(), int64_t(x.size()), Gelu::erf);
+  cpu::gelu_forward<float>(erf_want.data(), x.data(), int64_t(x.size()), Gelu::erf);
+  for (size_t i = 0; i < x.size(); ++i)
+    if (!std::isnan(x[i])) {
+      EXPECT_EQ(erf_got[i], erf_want[i]) << "x = " << x[i];
+    }
 }
 
 TEST(FiniteDifferences, Gelu) {
