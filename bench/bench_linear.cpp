@@ -1,8 +1,9 @@
 // One linear layer on the CPU, fp32 (OpenBLAS sgemm/sgemv on fp32 weights) against bf16
-// products (linear_forward_bf16 on bf16 weights, the activations converted per call), on the
-// shapes of bloom-1b7's diagnosis (71 rows) and of bloom-560m's decoding (1 row). The weights
-// stay in cache between iterations, so this is the products' speed, not memory's (NOTES.md,
-// 2026-11-26). Usage: build-cpu/bench/bench_linear [--benchmark_min_time=0.5]
+// products (linear_forward_bf16 on bf16 weights, the activations converted per call; bf16 with
+// the AVX512-BF16 kernel, bf16_avx2 with the AVX2 one), on the shapes of bloom-1b7's diagnosis (71
+// rows) and of bloom-560m's decoding (1 row). The weights stay in cache between iterations, so this
+// is the products' speed, not memory's (NOTES.md, 2026-11-26). Usage: build-cpu/bench/bench_linear
+// [--benchmark_min_time=0.5]
 #include <benchmark/benchmark.h>
 
 #include <random>
@@ -40,14 +41,17 @@ void fp32(benchmark::State& s) {
   set_counters(s, N, IC, OC);
 }
 
-void bf16(benchmark::State& s) {
-  if (!hs::cpu::cpu_has_bf16_dot()) return s.SkipWithError("this CPU has no AVX512-BF16");
+template <hs::cpu::Bf16Kernel K>
+void bf16_kernel(benchmark::State& s) {
+  if (!hs::cpu::cpu_runs(K)) return s.SkipWithError("this CPU lacks the kernel's instructions");
   const int64_t N = s.range(0), IC = s.range(1), OC = s.range(2);
   Operands o(N, IC, OC);
   for (auto _ : s)
-    hs::cpu::linear_forward_bf16(o.out.data(), OC, o.x.data(), o.w16.data(), nullptr, N, IC, OC);
+    hs::cpu::linear_forward_bf16(o.out.data(), OC, o.x.data(), o.w16.data(), nullptr, N, IC, OC, K);
   set_counters(s, N, IC, OC);
 }
+void bf16(benchmark::State& s) { bf16_kernel<hs::cpu::Bf16Kernel::avx512>(s); }
+void bf16_avx2(benchmark::State& s) { bf16_kernel<hs::cpu::Bf16Kernel::avx2>(s); }
 
 void shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"N", "IC", "OC"});
@@ -59,6 +63,7 @@ void shapes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(fp32)->Apply(shapes);
 BENCHMARK(bf16)->Apply(shapes);
+BENCHMARK(bf16_avx2)->Apply(shapes);
 
 }  // namespace
 

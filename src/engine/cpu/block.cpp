@@ -45,7 +45,7 @@ void attention(const BlockSegment& g, BlockActs& s, const ModelConfig& c, const 
 void linear(float* out, const float* inp, const LayerWeights& w, LayerRole W, LayerRole b,
             int64_t N, int64_t IC, int64_t OC) {
   if (const uint16_t* w16 = w.bf16[int(W)])
-    cpu::linear_forward_bf16(out, OC, inp, w16, w[b], N, IC, OC);
+    cpu::linear_forward_bf16(out, OC, inp, w16, w[b], N, IC, OC, w.kernel);
   else
     cpu::linear_forward<float>(out, inp, w[W], w[b], N, IC, OC);
 }
@@ -190,18 +190,18 @@ void for_each_head_chunk(WeightSource& w, const std::function<void(const HeadChu
   if (const uint16_t* E = w.head_bf16()) {
     const int64_t V = w.config().vocab, d = w.config().hidden;
     for (int64_t r = 0; r < V; r += kVocabChunk)
-      fn({r, std::min(kVocabChunk, V - r), nullptr, E + r * d});
+      fn({r, std::min(kVocabChunk, V - r), nullptr, E + r * d, w.bf16_kernel()});
     return;
   }
   w.for_each_vocab_chunk(kVocabChunk, [&](int64_t r0, int64_t rows, const float* E) {
-    fn({r0, rows, E, nullptr});
+    fn({r0, rows, E, nullptr, cpu::Bf16Kernel::none});
   });
 }
 
 void head_logits(float* out, int64_t ldo, const float* x, const HeadChunk& E, int64_t N, int64_t d,
                  double logit_scale) {
   if (!E.bf16) return head_logits(out, ldo, x, E.f32, N, d, E.rows, logit_scale);
-  cpu::linear_forward_bf16(out, ldo, x, E.bf16, nullptr, N, d, E.rows);
+  cpu::linear_forward_bf16(out, ldo, x, E.bf16, nullptr, N, d, E.rows, E.kernel);
   scale_logits(out, ldo, N, E.rows, logit_scale);
 }
 

@@ -81,11 +81,12 @@ void head_logits(float* out, int64_t ldo, const float* x, const float* E, int64_
                  int64_t n, double logit_scale);
 
 // Rows [r0, r0 + rows) of an inference pass's output head: fp32, or bf16 where the source runs
-// bf16 products (WeightSource::head_bf16); the other pointer is null.
+// bf16 products (WeightSource::head_bf16) with kernel; the other pointer is null.
 struct HeadChunk {
   int64_t r0, rows;
   const float* f32;
   const uint16_t* bf16;
+  cpu::Bf16Kernel kernel;
 };
 // Calls fn over the output head of w in chunks of kVocabChunk rows.
 void for_each_head_chunk(WeightSource& w, const std::function<void(const HeadChunk&)>& fn);

@@ -73,16 +73,23 @@ bool all_matrices_bf16(const Checkpoint& ck) {
 
 }  // namespace
 
-bool use_bf16_products(const Checkpoint& ck) {
+cpu::Bf16Kernel use_bf16_products(const Checkpoint& ck) {
+  using cpu::Bf16Kernel;
   const char* env = std::getenv("HEADSURGEON_CPU_BF16");
   const std::string v = env ? env : "";
-  if (!v.empty() && v != "0" && v != "1")
-    throw Error("HEADSURGEON_CPU_BF16", "must be 0 or 1, not '" + v + "'");
-  if (v == "0" || !all_matrices_bf16(ck)) return false;
-  const bool cpu = cpu::cpu_has_bf16_dot();
-  if (v == "1" && !cpu)
-    throw Error("HEADSURGEON_CPU_BF16", "is 1 but this CPU has no AVX512-BF16 instructions");
-  return cpu;
+  if (!v.empty() && v != "0" && v != "1" && v != "avx2")
+    throw Error("HEADSURGEON_CPU_BF16", "must be 0, 1 or avx2, not '" + v + "'");
+  if (v == "0" || !all_matrices_bf16(ck)) return Bf16Kernel::none;
+  if (v == "avx2") {
+    if (!cpu::cpu_runs(Bf16Kernel::avx2))
+      throw Error("HEADSURGEON_CPU_BF16", "is avx2 but this CPU has no AVX2 and FMA instructions");
+    return Bf16Kernel::avx2;
+  }
+  const Bf16Kernel k = cpu::best_bf16_kernel();
+  if (v == "1" && k == Bf16Kernel::none)
+    throw Error("HEADSURGEON_CPU_BF16",
+                "is 1 but this CPU has neither AVX512-BF16 nor AVX2 and FMA instructions");
+  return k;
 }
 
 Model::Model(const std::string& spec, ModelOptions opts) : ckpt_(spec) {
@@ -92,8 +99,8 @@ Model::Model(const std::string& spec, ModelOptions opts) : ckpt_(spec) {
   // With bf16 products inference reads the mapping itself: no fp32 copy is kept (layer(), for
   // dormancy and the training copy, streams).
   bf16_ = use_bf16_products(ckpt_);
-  resident_ = !bf16_ && param_count(c) * int64_t(sizeof(float)) <= budget;
-  if (bf16_) layers16_.resize(c.n_layer);
+  resident_ = !bf16_products() && param_count(c) * int64_t(sizeof(float)) <= budget;
+  if (bf16_products()) layers16_.resize(c.n_layer);
   for (ModelRole r :
        {ModelRole::emb_norm, ModelRole::emb_norm_b, ModelRole::out_norm, ModelRole::out_norm_b})
     if (role_present(c, r)) norms_[int(r)] = load(ckpt_, r);
@@ -123,9 +130,10 @@ std::shared_ptr<const LayerWeights> Model::layer(int64_t l) {
 }
 
 std::shared_ptr<const LayerWeights> Model::inference_layer(int64_t l) {
-  if (!bf16_) return layer(l);
+  if (!bf16_products()) return layer(l);
   if (layers16_[l]) return layers16_[l];
   auto w = std::make_shared<LayerWeights>();
+  w->kernel = bf16_;
   for (int k = 0; k < kLayerRoles; ++k) {
     const auto r = LayerRole(k);
     if (!role_present(config(), r)) continue;
@@ -148,7 +156,7 @@ std::shared_ptr<const LayerWeights> Model::inference_layer(int64_t l) {
 }
 
 const uint16_t* Model::head_bf16() const {
-  if (!bf16_) return nullptr;
+  if (!bf16_products()) return nullptr;
   return reinterpret_cast<const uint16_t*>(
       ckpt_.tensor(config().tied_head ? ModelRole::tok_emb : ModelRole::lm_head).data);
 }

@@ -5,8 +5,8 @@
 // them to fp32 on demand. When the fp32 weights fit comfortably in RAM they are converted once
 // and kept; otherwise each layer is converted when used and dropped after (streaming), so
 // bloom-7b1 (28 GB in fp32) still runs on a 24 GB machine. A bf16 checkpoint on a CPU with
-// AVX512-BF16 skips all that for inference: the products read the mapped bf16 weights
-// (inference_layer, head_bf16), and no fp32 copy of a weight matrix is made.
+// AVX512-BF16, or AVX2 and FMA, skips all that for inference: the products read the mapped bf16
+// weights (inference_layer, head_bf16), and no fp32 copy of a weight matrix is made.
 #pragma once
 
 #include <array>
@@ -19,6 +19,7 @@
 
 #include "model/checkpoint.h"
 #include "model/roles.h"
+#include "ops/cpu/ops.h"
 
 namespace hs {
 
@@ -31,10 +32,11 @@ struct F32Tensor {
 
 // One layer's tensors by role; an absent role (a bias the family does not have) is null.
 // For inference with bf16 products (WeightSource::inference_layer) the weight matrices are bf16
-// views of the checkpoint in bf16 and their fp32 entries in t are null.
+// views of the checkpoint in bf16, multiplied with kernel, and their fp32 entries in t are null.
 struct LayerWeights {
   std::array<F32Tensor, kLayerRoles> t;
   std::array<const uint16_t*, kLayerRoles> bf16{};
+  cpu::Bf16Kernel kernel = cpu::Bf16Kernel::none;
   const float* operator[](LayerRole r) const { return t[int(r)].data; }
 };
 
@@ -51,6 +53,8 @@ class WeightSource {
   virtual std::shared_ptr<const LayerWeights> inference_layer(int64_t l) { return layer(l); }
   // The output head [V, d] in bf16 where the source runs bf16 products, else null.
   virtual const uint16_t* head_bf16() const { return nullptr; }
+  // The kernel of the bf16 products (none where the source runs none).
+  virtual cpu::Bf16Kernel bf16_kernel() const { return cpu::Bf16Kernel::none; }
   // out[T, d] = token embedding rows of ids; throws hs::Error for an id outside the vocabulary.
   virtual void embed(std::span<const int32_t> ids, float* out) = 0;
   // The embedding and final norms (ModelRole emb_norm*, out_norm*; null when absent).
@@ -66,11 +70,12 @@ struct ModelOptions {
   int64_t cache_bytes = -1;
 };
 
-// Whether inference over a checkpoint runs its products on the bf16 weights as stored
-// (ops/cpu/ops.h, linear_forward_bf16): every weight matrix is BF16 and the CPU has AVX512-BF16,
-// or as HEADSURGEON_CPU_BF16 says (0 = never; 1 = always for bf16 weights, an error on a CPU
-// without AVX512-BF16). Throws hs::Error for another value of the variable.
-bool use_bf16_products(const Checkpoint& ck);
+// Which kernel inference over a checkpoint runs its products with on the bf16 weights as stored
+// (ops/cpu/ops.h, linear_forward_bf16), none for the fp32 path: where every weight matrix is
+// BF16, the CPU's best (best_bf16_kernel), or as HEADSURGEON_CPU_BF16 says (0 = none; 1 = the
+// best, an error on a CPU with neither kernel; avx2 = the AVX2 kernel even where AVX512-BF16 is
+// there, an error on a CPU without AVX2 and FMA). Throws hs::Error for another value.
+cpu::Bf16Kernel use_bf16_products(const Checkpoint& ck);
 
 class Model : public WeightSource {
  public:
@@ -81,8 +86,9 @@ class Model : public WeightSource {
   const std::vector<float>& slopes() const override { return slopes_; }
   // Whether all converted weights stay in memory (false = streaming layer by layer).
   bool resident() const { return resident_; }
-  // Whether inference multiplies with the bf16 weights (use_bf16_products).
-  bool bf16_products() const { return bf16_; }
+  // Whether inference multiplies with the bf16 weights (use_bf16_products), and with which kernel.
+  bool bf16_products() const { return bf16_ != cpu::Bf16Kernel::none; }
+  cpu::Bf16Kernel bf16_kernel() const override { return bf16_; }
 
   std::shared_ptr<const LayerWeights> layer(int64_t l) override;
   std::shared_ptr<const LayerWeights> inference_layer(int64_t l) override;
@@ -95,7 +101,8 @@ class Model : public WeightSource {
  private:
   Checkpoint ckpt_;
   std::vector<float> slopes_;
-  bool resident_ = false, bf16_ = false;
+  bool resident_ = false;
+  cpu::Bf16Kernel bf16_ = cpu::Bf16Kernel::none;
   std::vector<std::shared_ptr<const LayerWeights>> layers_;  // filled when resident
   // bf16 products: each layer's views and fp32 vectors, made on first use and kept
   std::vector<std::shared_ptr<const LayerWeights>> layers16_;

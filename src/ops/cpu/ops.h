@@ -34,13 +34,21 @@ void layernorm_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, cons
 template <class T>
 void linear_forward(T* out, const T* inp, const T* W, const T* bias, int64_t N, int64_t IC,
                     int64_t OC);
-// Whether this CPU has AVX512-BF16 dot products (linear_forward_bf16 needs them).
-bool cpu_has_bf16_dot();
+// The kernels of linear_forward_bf16: avx512 multiplies with AVX512-BF16 dot products; avx2, for
+// CPUs with AVX2 and FMA but not AVX512-BF16, widens bf16 to fp32 in registers and uses fused
+// multiply-adds. Both give the same products up to the order of the fp32 sums.
+enum class Bf16Kernel { none, avx2, avx512 };
+// Whether this CPU has the instructions of kernel k (none: false).
+bool cpu_runs(Bf16Kernel k);
+// The fastest kernel this CPU runs: avx512, else avx2, else none.
+Bf16Kernel best_bf16_kernel();
 // out[N,OC] (row stride ldo) = bf16(inp[N,IC]) @ W[OC,IC]^T (+ bias[OC] when not null), with W in
 // bf16 (as a checkpoint stores it), the activations rounded to bf16 (nearest even) and the dot
-// products accumulated in fp32: inference only (the training paths stay fp32).
+// products accumulated in fp32: inference only (the training paths stay fp32). kernel is avx2 or
+// avx512 and cpu_runs(kernel). A parameter, not a process-wide choice: each Model has its own
+// (HEADSURGEON_CPU_BF16=avx2), and the tests run both kernels side by side.
 void linear_forward_bf16(float* out, int64_t ldo, const float* inp, const uint16_t* W,
-                         const float* bias, int64_t N, int64_t IC, int64_t OC);
+                         const float* bias, int64_t N, int64_t IC, int64_t OC, Bf16Kernel kernel);
 // dinp[N,IC] (+)= dout[N,OC] @ W[OC,IC]; accumulate selects += over =.
 template <class T>
 void linear_backward_input(T* dinp, const T* dout, const T* W, int64_t N, int64_t IC, int64_t OC,
