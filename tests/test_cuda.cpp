@@ -321,13 +321,23 @@ TEST_F(Gpu, ArgmaxMatchesCpu) {
   for (int r = 0; r < N; ++r) EXPECT_EQ(got[r], argmax(row(r))) << "row " << r;
 }
 
+// A cuBLAS handle on the default stream for one test, destroyed with it (also when an ASSERT
+// ends the test early).
+struct Blas {
+  cublasHandle_t h = nullptr;
+  Blas() { cuda::check_blas(cublasCreate(&h), "cublasCreate"); }
+  ~Blas() { cublasDestroy(h); }
+  Blas(const Blas&) = delete;
+  Blas& operator=(const Blas&) = delete;
+  operator cublasHandle_t() const { return h; }
+};
+
 // The products, and the output head's with MPT's logit scale applied by the GEMM (alpha).
 TEST_F(Gpu, GemmMatchesCpu) {
   std::mt19937 rng(test_seed() + 4);
   const int N = 9, IC = 200, OC = 150;
   const auto x = randn(rng, size_t(N) * IC), w = randn(rng, size_t(OC) * IC, 0.1f);
-  cublasHandle_t h;
-  cuda::check_blas(cublasCreate(&h), "cublasCreate");
+  const Blas h;
   for (float alpha : {1.0f, 0.3f}) {
     std::vector<float> ref(size_t(N) * OC);
     head_logits(ref.data(), OC, x.data(), w.data(), N, IC, OC, alpha);
@@ -335,7 +345,6 @@ TEST_F(Gpu, GemmMatchesCpu) {
     cuda::gemm_rows<float>(h, O.as<float>(), OC, X.as<float>(), Wd.as<float>(), N, IC, OC, alpha);
     EXPECT_LE(rel_err(download<float>(O, ref.size()), ref), 1e-5) << "alpha " << alpha;
   }
-  cublasDestroy(h);
 }
 
 // ---- Training kernels (surgical repair) ----
@@ -430,11 +439,9 @@ void expect_gemm_rows_16bit(cublasHandle_t h, std::mt19937& rng, const char* wna
 
 TEST_F(Gpu, GemmRows16BitMatchesCpu) {
   std::mt19937 rng(test_seed() + 16);
-  cublasHandle_t h;
-  cuda::check_blas(cublasCreate(&h), "cublasCreate");
+  const Blas h;
   expect_gemm_rows_16bit<__nv_bfloat16>(h, rng, "bf16");
   expect_gemm_rows_16bit<__half>(h, rng, "f16");
-  cublasDestroy(h);
 }
 
 // The decoding step's fused products (the GELU and the qkv split in the GEMV's epilogue, 1 to
@@ -512,21 +519,17 @@ void expect_fused_linear_ops(cublasHandle_t h, std::mt19937& rng, const char* wn
 
 TEST_F(Gpu, FusedLinearOpsMatchSeparateOps) {
   std::mt19937 rng(test_seed() + 41);
-  cublasHandle_t h;
-  cuda::check_blas(cublasCreate(&h), "cublasCreate");
+  const Blas h;
   expect_fused_linear_ops<__nv_bfloat16>(h, rng, "bf16");
   expect_fused_linear_ops<__half>(h, rng, "f16");
-  cublasDestroy(h);
 }
 
 TEST_F(Gpu, GemmTransposedMatchesCpu) {
   std::mt19937 rng(test_seed() + 10);
-  cublasHandle_t h;
-  cuda::check_blas(cublasCreate(&h), "cublasCreate");
+  const Blas h;
   expect_gemm_matches_cpu<float>(h, rng, "f32");
   expect_gemm_matches_cpu<__nv_bfloat16>(h, rng, "bf16");
   expect_gemm_matches_cpu<__half>(h, rng, "f16");
-  cublasDestroy(h);
 }
 
 // LayerNorm's input gradient, added to what dinp holds, against the CPU twin with the CPU
