@@ -444,6 +444,58 @@ TEST_F(Gpu, GemmRows16BitMatchesCpu) {
   expect_gemm_rows_16bit<__half>(h, rng, "f16");
 }
 
+// A decoding step's attention (one new row per sequence, no statistics: the keys split over the
+// block's warps, attention_decode_kernel) against the same rows through the kernel that also
+// computes the statistics (attention_kernel, checked against the CPU above): four sequences, one
+// not in the step, with 1 to 1,000 keys (one warp's tile to every warp with many), head
+// dimensions with and without 16-byte rows and up to 8 per lane, every family's convention.
+// The same scores merged in another order: 1e-5 of the scale in fp32; bf16 outputs within one
+// bf16 ulp.
+TEST_F(Gpu, DecodeAttentionMatchesRowKernel) {
+  std::mt19937 rng(test_seed() + 47);
+  const AlibiParams conventions[] = {AlibiParams{}, AlibiParams{0.3, false, false, false},
+                                     AlibiParams{0, true, true, false}};
+  for (const AlibiParams& alibi : conventions)
+    for (auto [H, hd] : {std::pair{2, 6}, {3, 40}, {2, 64}, {1, 128}, {1, 200}}) {
+      const int d = H * hd, B = 4, cap = 1001;
+      const std::vector<int32_t> past = {0, 77, 0, 1000}, n_rows = {1, 1, 0, 1},
+                                 q_row0 = {0, 1, 0, 2}, row_seq = {0, 1, 3};
+      const int N = 3;
+      const auto qkv = randn(rng, size_t(N) * 3 * d);
+      const auto kc = randn(rng, size_t(B) * H * cap * hd), vc = randn(rng, kc.size());
+      std::vector<float> slopes(H);
+      for (int h = 0; h < H; ++h) slopes[h] = std::pow(2.0f, -8.0f * float(h + 1) / float(H + 1));
+      DeviceBuffer QKV = upload(qkv), K = upload(kc), V = upload(vc), Sl = upload(slopes),
+                   RS = upload(row_seq), Q0 = upload(q_row0), NR = upload(n_rows),
+                   P0 = upload(past), Stats = poisoned(size_t(3) * H * N * 4);
+      const cuda::RowMap m{
+          RS.as<int32_t>(), Q0.as<int32_t>(), NR.as<int32_t>(), P0.as<int32_t>(), N, B};
+      const std::string where = "H=" + std::to_string(H) + " hd=" + std::to_string(hd) +
+                                " scale=" + std::to_string(alibi.scale);
+      DeviceBuffer Want = poisoned(size_t(N) * d * 4), Got = poisoned(size_t(N) * d * 4);
+      cuda::alibi_attention_forward<float>(Want.as<float>(), Stats.as<float>(), nullptr, nullptr,
+                                           QKV.as<float>(), K.as<float>(), V.as<float>(),
+                                           Sl.as<float>(), alibi, m, H, hd, cap, 1, nullptr);
+      cuda::alibi_attention_forward<float>(Got.as<float>(), nullptr, nullptr, nullptr,
+                                           QKV.as<float>(), K.as<float>(), V.as<float>(),
+                                           Sl.as<float>(), alibi, m, H, hd, cap, 1, nullptr);
+      EXPECT_LE(rel_err(download<float>(Got, size_t(N) * d), download<float>(Want, size_t(N) * d)),
+                1e-5)
+          << where;
+      DeviceBuffer Want16 = poisoned(size_t(N) * d * 2), Got16 = poisoned(size_t(N) * d * 2);
+      cuda::alibi_attention_forward<__nv_bfloat16>(
+          Want16.as<__nv_bfloat16>(), Stats.as<float>(), nullptr, nullptr, QKV.as<float>(),
+          K.as<float>(), V.as<float>(), Sl.as<float>(), alibi, m, H, hd, cap, 1, nullptr);
+      cuda::alibi_attention_forward<__nv_bfloat16>(
+          Got16.as<__nv_bfloat16>(), nullptr, nullptr, nullptr, QKV.as<float>(), K.as<float>(),
+          V.as<float>(), Sl.as<float>(), alibi, m, H, hd, cap, 1, nullptr);
+      std::vector<float> got, want;
+      for (auto v : download<__nv_bfloat16>(Got16, size_t(N) * d)) got.push_back(from_w(v));
+      for (auto v : download<__nv_bfloat16>(Want16, size_t(N) * d)) want.push_back(from_w(v));
+      EXPECT_LE(rel_err(got, want), 1.0 / 256) << where << " bf16";
+    }
+}
+
 // The decoding step's fused products (the GELU and the qkv split in the GEMV's epilogue, 1 to
 // 8 rows) and the same ops on 9 rows (cuBLAS, then the separate kernels) against the separate
 // public ops composed by hand: cuda::gemm (cuBLAS), then gelu_forward, or the copy of the raw
