@@ -36,8 +36,8 @@ double median_seconds(int warm, int reps, F&& f) {
 int main(int argc, char** argv) {
   CLI::App app("Times the diagnosis forward, greedy decoding and perplexity of one model.");
   std::string model, device = "auto", dtype = "auto";
-  int T = 60, diag_batch = 1, new_tokens = 100, samples = 1, ppl_len = 512, ppl_batch = 8,
-      reps = 10;
+  int T = 60, diag_batch = 1, new_tokens = 100, prompt_len = 8, samples = 1, ppl_len = 512,
+      ppl_batch = 8, reps = 10;
   std::vector<std::string> what = {"diagnose", "decode", "ppl"};
   app.add_option("MODEL", model, "checkpoint directory")->required();
   app.add_option("--device", device, "auto, cpu or cuda")->capture_default_str();
@@ -45,7 +45,9 @@ int main(int argc, char** argv) {
   app.add_option("--what", what, "diagnose, decode, ppl")->capture_default_str();
   app.add_option("--T", T, "diagnosis prompt length")->capture_default_str();
   app.add_option("--diag-batch", diag_batch, "prompts per diagnosis call")->capture_default_str();
-  app.add_option("--new-tokens", new_tokens, "greedy tokens after an 8-token prompt")
+  app.add_option("--new-tokens", new_tokens, "greedy tokens after the prompt")
+      ->capture_default_str();
+  app.add_option("--prompt-length", prompt_len, "prompt tokens before decoding (long: attention)")
       ->capture_default_str();
   app.add_option("--n", samples, "samples of the prompt decoded together (generate --n)")
       ->capture_default_str();
@@ -96,7 +98,7 @@ int main(int argc, char** argv) {
 #endif
         emit(j);
       } else if (w == "decode") {
-        const auto prompt = random_ids(8);
+        const auto prompt = random_ids(prompt_len);
         hs::GenerateOptions g;
         g.max_new_tokens = new_tokens;
         g.sampling.temperature = 0;
@@ -105,6 +107,7 @@ int main(int argc, char** argv) {
         const double s = median_seconds(1, 3, [&] { hs::generate(*e, prompt, g); });
         // tok_s counts every sample's tokens: --n 8 against --n 1 is the batching's gain.
         emit({{"what", "decode"},
+              {"prompt", prompt_len},
               {"new_tokens", new_tokens},
               {"n", samples},
               {"tok_s", double(new_tokens) * samples / s}});

@@ -166,6 +166,7 @@ stage_sanitizer() {
 stage_bench1b7() {
   bench bloom-1b7 bloom-1b7
   bench bloom-1b7 bloom-1b7 --what decode --n 8  # generate --n 8, batched
+  bench bloom-1b7 bloom-1b7 --what decode --prompt-length 2000  # attention over long caches
   bench bloom-560m bloom-560m --what decode
 }
 stage_train1b7() {
@@ -393,13 +394,15 @@ def diag_ms(T, batch=1, tc=True):
     return next((o["ms"] for o in results if o["what"] == "diagnose" and o.get("T") == T
                  and o.get("batch", 1) == batch and o.get("tensor_cores", True) == tc
                  and o.get("model", "").endswith("bloom-1b7")), None)
-def decode(n, model="bloom-1b7"):
+def decode(n, model="bloom-1b7", prompt=8):
     return next((o["tok_s"] for o in results if o["what"] == "decode" and o.get("n", 1) == n
+                 and o.get("prompt", 8) == prompt
                  and o.get("model", "").endswith(model)), None)
 rows = [("diagnose 1b7 T=60 (ms)", hf.get("diag_ms"), diag_ms(60), "lower"),
         ("greedy decode 1b7 (tok/s)", hf.get("gen_tok_s"), decode(1), "higher"),
         ("decode 1b7: --n 1 -> --n 8 (tok/s)", decode(1), decode(8), "higher"),
         ("greedy decode 560m (tok/s)", None, decode(1, "bloom-560m"), "higher"),
+        ("decode 1b7 after 2,000 prompt tokens (tok/s)", None, decode(1, prompt=2000), "higher"),
         ("ppl 1b7 8x512 (tok/s)", get("hf_ppl", "tok_s"), get("ppl", "tok_s", "bloom-1b7"), "higher"),
         ("diagnose mpt-7b T=60 (ms)", None, get("diagnose", "ms", "mpt-7b"), "lower"),
         ("ppl mpt-7b 8x512 (tok/s)", None, get("ppl", "tok_s", "mpt-7b"), "higher"),
