@@ -6,9 +6,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <string>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <string>
 
 #include "backend/backend.h"
 #include "eval/generate.h"
