@@ -88,6 +88,24 @@ __device__ __forceinline__ float score(const float* qrow, const float* Ks, int h
   return alibi_score<float>(dot, scale, slope, j, a);
 }
 
+// One row's output after a key tile: o = alpha * o + sum over the tile's nj keys of p_j * V[j],
+// the probabilities one per lane (e, broadcast by shuffles), V's rows at v with stride hd (the
+// staged tile or the cache), lane owning dimensions lane, lane + 32, ...
+template <int DPL>
+__device__ __forceinline__ void accumulate_pv(float (&o)[DPL], float alpha, float e, int nj,
+                                              const float* v, int hd, int lane) {
+#pragma unroll
+  for (int x = 0; x < DPL; ++x) o[x] *= alpha;
+  for (int jj = 0; jj < nj; ++jj) {
+    const float p = __shfl_sync(0xffffffffu, e, jj);
+#pragma unroll
+    for (int x = 0; x < DPL; ++x) {
+      const int dim = lane + 32 * x;
+      if (dim < hd) o[x] += p * v[jj * hd + dim];
+    }
+  }
+}
+
 template <int DPL, int kRowsPerWarp, class W>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_kernel(W* ctx, float* row_stats, float* probs, const int64_t* probs_off, float* lse,
@@ -146,17 +164,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       const float e_bos = __shfl_sync(0xffffffffu, e, 0);
       online::add_tile(st[k], warp_sum(e), warp_sum(valid ? e * (s - st[k].m) : 0.0f),
                        kt == 0 ? e_bos : 0.0f, warp_sum(j >= pos - 2 ? e : 0.0f));
-#pragma unroll
-      for (int x = 0; x < DPL; ++x) o[k][x] *= alpha;
-      const int nj = min(kTile, pos - kt + 1);
-      for (int jj = 0; jj < nj; ++jj) {
-        const float p = __shfl_sync(0xffffffffu, e, jj);
-#pragma unroll
-        for (int x = 0; x < DPL; ++x) {
-          const int dim = lane + 32 * x;
-          if (dim < hd) o[k][x] += p * Vs[jj * hd + dim];
-        }
-      }
+      accumulate_pv(o[k], alpha, e, min(kTile, pos - kt + 1), Vs, hd, lane);
     }
   }
 
@@ -269,17 +277,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     const float alpha = online::rescale(st, fmaxf(st.m, warp_max(s)));
     const float e = j <= pos ? expf(s - st.m) : 0.0f;
     online::add_tile(st, warp_sum(e), 0.0f, 0.0f, 0.0f);
-#pragma unroll
-    for (int x = 0; x < DPL; ++x) o[x] *= alpha;
-    const int nj = min(kTile, pos - kt + 1);
-    for (int jj = 0; jj < nj; ++jj) {
-      const float p = __shfl_sync(0xffffffffu, e, jj);
-#pragma unroll
-      for (int x = 0; x < DPL; ++x) {
-        const int dim = lane + 32 * x;
-        if (dim < hd) o[x] += p * vc[kv_base + int64_t(kt + jj) * hd + dim];
-      }
-    }
+    accumulate_pv(o, alpha, e, min(kTile, pos - kt + 1), vc + kv_base + int64_t(kt) * hd, hd, lane);
   }
   float* mine = part + warp * (hd + 2);
   if (lane == 0) mine[0] = st.m, mine[1] = st.l;
