@@ -362,6 +362,13 @@ float from_w(W x) {
   if constexpr (std::is_same_v<W, __nv_bfloat16>) return __bfloat162float(x);
   if constexpr (std::is_same_v<W, __half>) return __half2float(x);
 }
+// n values of W from a device buffer, as floats.
+template <class W>
+std::vector<float> download_floats(const DeviceBuffer& d, size_t n) {
+  std::vector<float> out;
+  for (W v : download<W>(d, n)) out.push_back(from_w(v));
+  return out;
+}
 template <class W>
 std::vector<W> to_w(const std::vector<float>& v) {
   std::vector<W> out(v.size());
@@ -489,10 +496,10 @@ TEST_F(Gpu, DecodeAttentionMatchesRowKernel) {
       cuda::alibi_attention_forward<__nv_bfloat16>(
           Got16.as<__nv_bfloat16>(), nullptr, nullptr, nullptr, QKV.as<float>(), K.as<float>(),
           V.as<float>(), Sl.as<float>(), alibi, m, H, hd, cap, 1, nullptr);
-      std::vector<float> got, want;
-      for (auto v : download<__nv_bfloat16>(Got16, size_t(N) * d)) got.push_back(from_w(v));
-      for (auto v : download<__nv_bfloat16>(Want16, size_t(N) * d)) want.push_back(from_w(v));
-      EXPECT_LE(rel_err(got, want), 1.0 / 256) << where << " bf16";
+      EXPECT_LE(rel_err(download_floats<__nv_bfloat16>(Got16, size_t(N) * d),
+                        download_floats<__nv_bfloat16>(Want16, size_t(N) * d)),
+                1.0 / 256)
+          << where << " bf16";
     }
 }
 
@@ -525,10 +532,10 @@ void expect_fused_linear_ops(cublasHandle_t h, std::mt19937& rng, const char* wn
     EXPECT_LE(rel_err(download<float>(H32, size_t(N) * C), download<float>(RefH, size_t(N) * C)),
               1e-5)
         << where << " pre-activation";
-    std::vector<float> got, ref;
-    for (W v : download<W>(Out, size_t(N) * C)) got.push_back(from_w(v));
-    for (W v : download<W>(RefOut, size_t(N) * C)) ref.push_back(from_w(v));
-    EXPECT_LE(rel_err(got, ref), w_ulp) << where << " gelu";
+    EXPECT_LE(
+        rel_err(download_floats<W>(Out, size_t(N) * C), download_floats<W>(RefOut, size_t(N) * C)),
+        w_ulp)
+        << where << " gelu";
     // qkv: rows of two sequences, the first with past 4 (its first rows), the second past 1;
     // MPT's clamp on so that it acts.
     const int n0 = (N + 1) / 2, B = 2;
