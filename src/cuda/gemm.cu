@@ -3,7 +3,6 @@
 
 #include <cstdint>
 #include <string>
-#include <type_traits>
 
 #include "cuda/gemm.h"
 #include "cuda/gemv.cuh"
@@ -59,15 +58,12 @@ struct StoreRows {
 template <class W>
 void gemm_rows(cublasHandle_t h, float* out, int ldo, const W* inp, const W* Wt, int N, int IC,
                int OC, float alpha) {
-  if constexpr (!std::is_same_v<W, float>) {
-    if (gemv_fits(N, IC, inp, Wt)) {
-      cudaStream_t s = nullptr;
-      check_blas(cublasGetStream(h, &s), "cublasGetStream");
-      gemv_rows(s, inp, Wt, N, IC, OC, alpha, StoreRows{out, ldo});
-      if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess)
-        throw Error("cuda", std::string("gemv_rows: ") + cudaGetErrorString(e));
-      return;
-    }
+  cudaStream_t s = nullptr;
+  check_blas(cublasGetStream(h, &s), "cublasGetStream");
+  if (gemv_rows(s, inp, Wt, N, IC, OC, alpha, StoreRows{out, ldo})) {
+    if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess)
+      throw Error("cuda", std::string("gemv_rows: ") + cudaGetErrorString(e));
+    return;
   }
   gemm<W>(h, false, true, N, OC, IC, alpha, inp, IC, Wt, IC, 0.0f, out, ldo);
 }

@@ -91,22 +91,26 @@ bool gemv_fits(int N, int IC, const W* inp, const W* Wt) {
 }
 
 // epi(r, o, alpha * inp[r, :] . Wt[o, :]) for r < N, o < OC (each pair once, in no set order),
-// enqueued on s, when gemv_fits; false, doing nothing, otherwise. Epi is a trivially copyable
-// struct with a __device__ operator()(int r, int o, float v) const.
+// enqueued on s, when gemv_fits; false, doing nothing, otherwise (always for fp32 weights). Epi
+// is a trivially copyable struct with a __device__ operator()(int r, int o, float v) const.
 template <class W, class Epi>
 bool gemv_rows(cudaStream_t s, const W* inp, const W* Wt, int N, int IC, int OC, float alpha,
                const Epi& epi) {
-  if (OC <= 0 || !gemv_fits(N, IC, inp, Wt)) return false;
-  using namespace gemv_detail;
-  if (N == 1)
-    launch_gemv<W, 1>(s, inp, Wt, N, IC, OC, alpha, epi);
-  else if (N == 2)
-    launch_gemv<W, 2>(s, inp, Wt, N, IC, OC, alpha, epi);
-  else if (N <= 4)
-    launch_gemv<W, 4>(s, inp, Wt, N, IC, OC, alpha, epi);
-  else
-    launch_gemv<W, 8>(s, inp, Wt, N, IC, OC, alpha, epi);
-  return true;
+  if constexpr (std::is_same_v<W, float>) {
+    return false;
+  } else {
+    if (OC <= 0 || !gemv_fits(N, IC, inp, Wt)) return false;
+    using namespace gemv_detail;
+    if (N == 1)
+      launch_gemv<W, 1>(s, inp, Wt, N, IC, OC, alpha, epi);
+    else if (N == 2)
+      launch_gemv<W, 2>(s, inp, Wt, N, IC, OC, alpha, epi);
+    else if (N <= 4)
+      launch_gemv<W, 4>(s, inp, Wt, N, IC, OC, alpha, epi);
+    else
+      launch_gemv<W, 8>(s, inp, Wt, N, IC, OC, alpha, epi);
+    return true;
+  }
 }
 
 }  // namespace hs::cuda

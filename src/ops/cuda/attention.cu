@@ -327,12 +327,10 @@ void linear_qkv_forward(float* qkv, float* qkv_raw, float* kc, float* vc, cublas
                         const W* inp, const W* Wt, const float* bias, float clip, RowMap m, int IC,
                         int H, int hd, int cap, cudaStream_t stream) {
   const int C = 3 * H * hd;
-  if constexpr (!std::is_same_v<W, float>) {
-    if (gemv_rows(stream, inp, Wt, m.N, IC, C, 1.0f,
-                  SplitRows{qkv, qkv_raw, kc, vc, bias, clip, m, H, hd, cap})) {
-      HS_CUDA(cudaGetLastError());
-      return;
-    }
+  if (gemv_rows(stream, inp, Wt, m.N, IC, C, 1.0f,
+                SplitRows{qkv, qkv_raw, kc, vc, bias, clip, m, H, hd, cap})) {
+    HS_CUDA(cudaGetLastError());
+    return;
   }
   gemm_rows<W>(blas, qkv, C, inp, Wt, m.N, IC, C);
   if (qkv_raw)

@@ -71,11 +71,9 @@ void gelu_forward(W* out, const float* h, const float* bias, int N, int C, Gelu 
 template <class W>
 void linear_gelu_forward(W* out, float* h32, cublasHandle_t blas, const W* inp, const W* Wt,
                          const float* bias, int N, int IC, int C, Gelu kind, cudaStream_t stream) {
-  if constexpr (!std::is_same_v<W, float>) {
-    if (gemv_rows(stream, inp, Wt, N, IC, C, 1.0f, GeluRows<W>{out, h32, bias, C, kind})) {
-      HS_CUDA(cudaGetLastError());
-      return;
-    }
+  if (gemv_rows(stream, inp, Wt, N, IC, C, 1.0f, GeluRows<W>{out, h32, bias, C, kind})) {
+    HS_CUDA(cudaGetLastError());
+    return;
   }
   gemm_rows<W>(blas, h32, C, inp, Wt, N, IC, C);
   gelu_forward<W>(out, h32, bias, N, C, kind, stream);
