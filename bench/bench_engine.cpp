@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
   app.add_option("--new-tokens", new_tokens, "greedy tokens after the prompt")
       ->capture_default_str();
   app.add_option("--prompt-length", prompt_len, "prompt tokens before decoding (long: attention)")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--n", samples, "samples of the prompt decoded together (generate --n)")
       ->capture_default_str();
